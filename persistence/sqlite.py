@@ -1,0 +1,279 @@
+"""Embedded storage in one SQLite file (WAL mode), the default backend.
+
+Writes go through one writer thread that takes every queued operation, runs
+them in one transaction and commits (group commit): a burst of updates costs
+one commit, and an idle store commits a lone update at once. Each queued
+operation has an asyncio future that the writer resolves after the commit,
+so the relay knows when an update is durable.
+
+Resource handling: the writer holds its own connection; loads use a second
+connection guarded by a lock, which WAL lets read while the writer writes.
+
+Error handling: a failed commit (disk full, I/O error, database locked) is
+rolled back, logged at ERROR, and retried with backoff for as long as it
+takes; queued operations are kept in order in memory meanwhile, ``ping``
+returns False, and nothing is dropped. ``close`` waits for the queue to
+drain.
+
+Durability: ``synchronous=FULL`` by default, so a committed transaction
+survives a power loss as well as a process crash. ``NORMAL`` survives a
+process crash only and commits faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .store import StoredDocument, StoreUnavailable
+
+LOGGER = logging.getLogger("yrelay.persistence.sqlite")
+
+FILE_NAME = "yrelay.sqlite3"
+_MAX_BATCH_OPERATIONS = 5000
+_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_by_doc ON updates (doc, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    doc TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    state_vector BLOB NOT NULL,
+    through_seq INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(slots=True)
+class _Operation:
+    kind: str
+    doc: str
+    data: bytes
+    state_vector: bytes
+    future: asyncio.Future[None]
+
+
+_STOP = object()
+
+
+class SQLiteStore:
+    """``DocumentStore`` on a SQLite file in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+        self.path = Path(data_dir) / FILE_NAME
+        self.description = f"sqlite:{self.path}"
+        self.synchronous = synchronous
+        self.commits = 0
+        self._queue: queue.SimpleQueue[_Operation | object] = queue.SimpleQueue()
+        self._pending = 0
+        self._healthy = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+
+    @property
+    def pending_writes(self) -> int:
+        """Operations queued or in a transaction not yet committed."""
+        return self._pending
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the file and schema, and start the writer thread."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            writer_connection = self._connect()
+            writer_connection.executescript(_SCHEMA)
+            self._reader = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(writer_connection,), name="yrelay-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self.synchronous}")
+        connection.execute("PRAGMA busy_timeout=5000")
+        return connection
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop the writer and close the files."""
+        if self._writer is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._writer.join)
+        self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # --- reading ----------------------------------------------------------
+
+    async def load(self, name: str) -> StoredDocument:
+        """Read the snapshot and the log of ``name``."""
+        return await asyncio.to_thread(self._load_sync, name)
+
+    def _load_sync(self, name: str) -> StoredDocument:
+        if self._reader is None:
+            raise StoreUnavailable("store is closed")
+        with self._reader_lock:
+            try:
+                row = self._reader.execute(
+                    "SELECT data, through_seq FROM snapshots WHERE doc = ?", (name,)
+                ).fetchone()
+                snapshot, through_seq = (row[0], row[1]) if row else (None, 0)
+                updates = [
+                    record[0]
+                    for record in self._reader.execute(
+                        "SELECT data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, through_seq)
+                    )
+                ]
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read document from {self.path}: {exc}") from exc
+        return StoredDocument(snapshot=snapshot, updates=updates)
+
+    async def ping(self) -> bool:
+        """True when the file answers a query and the last commit succeeded."""
+        if self._reader is None or not self._healthy:
+            return False
+        try:
+            await asyncio.to_thread(self._ping_sync)
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _ping_sync(self) -> None:
+        assert self._reader is not None
+        with self._reader_lock:
+            self._reader.execute("SELECT 1").fetchone()
+
+    # --- writing ----------------------------------------------------------
+
+    def append(self, name: str, update: bytes) -> asyncio.Future[None]:
+        """Queue ``update`` for ``name``; the future completes after the commit."""
+        return self._enqueue(_Operation("append", name, update, b"", self._new_future()))
+
+    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> asyncio.Future[None]:
+        """Queue a snapshot replacing every log entry of ``name`` queued before it."""
+        return self._enqueue(_Operation("snapshot", name, snapshot, state_vector, self._new_future()))
+
+    async def flush(self) -> None:
+        """Wait for every operation queued so far."""
+        await self._enqueue(_Operation("barrier", "", b"", b"", self._new_future()))
+
+    def _new_future(self) -> asyncio.Future[None]:
+        assert self._loop is not None, "store is not open"
+        return self._loop.create_future()
+
+    def _enqueue(self, operation: _Operation) -> asyncio.Future[None]:
+        if self._writer is None:
+            raise StoreUnavailable("store is closed")
+        self._pending += 1
+        self._queue.put(operation)
+        return operation.future
+
+    def _write_loop(self, connection: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            batch: list[_Operation] = []
+            if first is _STOP:
+                stopping = True
+            else:
+                batch.append(first)  # type: ignore[arg-type]  # narrowed by the identity check above
+            while len(batch) < _MAX_BATCH_OPERATIONS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    continue
+                batch.append(item)  # type: ignore[arg-type]  # same narrowing as above
+            if batch:
+                self._commit_with_retry(connection, batch)
+        connection.close()
+
+    def _commit_with_retry(self, connection: sqlite3.Connection, batch: list[_Operation]) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._commit(connection, batch)
+            except sqlite3.Error as exc:
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                LOGGER.error(
+                    "commit of %d operations to %s failed, retrying in %.2f s: %s",
+                    len(batch), self.path, delay, exc,
+                )
+                self._healthy = False
+                attempt += 1
+                time.sleep(delay)
+                continue
+            if not self._healthy:
+                LOGGER.info("commits to %s succeed again after %d failed attempts", self.path, attempt)
+            self._healthy = True
+            self.commits += 1
+            break
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._resolve, batch)
+
+    def _commit(self, connection: sqlite3.Connection, batch: list[_Operation]) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            for operation in batch:
+                if operation.kind == "append":
+                    connection.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (operation.doc, operation.data))
+                elif operation.kind == "snapshot":
+                    self._write_snapshot(connection, operation, now)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _write_snapshot(connection: sqlite3.Connection, operation: _Operation, now: float) -> None:
+        # The writer runs operations in queue order, so the highest seq of
+        # this document right now is the last update queued before the
+        # snapshot, which the snapshot already contains.
+        (last_seq,) = connection.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM updates WHERE doc = ?", (operation.doc,)
+        ).fetchone()
+        connection.execute(
+            """
+            INSERT INTO snapshots (doc, data, state_vector, through_seq, version, updated_at)
+            VALUES (?, ?, ?, ?, 1, ?)
+            ON CONFLICT (doc) DO UPDATE SET
+                data = excluded.data,
+                state_vector = excluded.state_vector,
+                through_seq = MAX(snapshots.through_seq, excluded.through_seq),
+                version = snapshots.version + 1,
+                updated_at = excluded.updated_at
+            """,
+            (operation.doc, operation.data, operation.state_vector, last_seq, now),
+        )
+        connection.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (operation.doc, last_seq))
+
+    def _resolve(self, batch: list[_Operation]) -> None:
+        self._pending -= len(batch)
+        for operation in batch:
+            if not operation.future.done():
+                operation.future.set_result(None)

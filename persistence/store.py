@@ -1,0 +1,61 @@
+"""The interface every storage backend implements.
+
+A document is stored as an optional snapshot (one Yjs update holding the
+whole state at some point) followed by a log of updates applied after it.
+Loading a document means applying the snapshot, then the log in order.
+
+Writes are asynchronous and ordered per store: ``append`` and
+``replace_with_snapshot`` return awaitables that complete once the write is
+committed, and a snapshot replaces exactly the log entries enqueued before
+it. A caller may therefore take a snapshot of its in-memory document and
+enqueue it right after its last append without waiting in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Protocol
+
+
+class StoreUnavailable(Exception):
+    """The backend cannot be reached or refused a read; the caller may retry later."""
+
+
+@dataclass(slots=True)
+class StoredDocument:
+    """What a backend holds for one document."""
+
+    snapshot: bytes | None = None
+    updates: list[bytes] = field(default_factory=list)
+
+    @property
+    def log_bytes(self) -> int:
+        """Total size of the updates after the snapshot."""
+        return sum(len(update) for update in self.updates)
+
+
+class DocumentStore(Protocol):
+    """A place that keeps documents across restarts."""
+
+    description: str
+
+    async def open(self) -> None:
+        """Connect or create files; raise ``StoreUnavailable`` on failure."""
+
+    async def close(self) -> None:
+        """Commit every queued write, then release resources."""
+
+    async def load(self, name: str) -> StoredDocument:
+        """Read a document; an unknown name returns an empty ``StoredDocument``."""
+
+    def append(self, name: str, update: bytes) -> Awaitable[None]:
+        """Queue an update; the awaitable completes once it is committed."""
+
+    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> Awaitable[None]:
+        """Queue a snapshot that replaces the log entries queued before it."""
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed."""
+
+    async def ping(self) -> bool:
+        """True when the backend is reachable and its last write succeeded."""

@@ -1,0 +1,1 @@
+"""The relay node: ASGI app, rooms and fan-out, command line."""

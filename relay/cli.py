@@ -1,0 +1,90 @@
+"""The ``yrelay`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .config import MIB, RelayConfig
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser for ``yrelay``."""
+    defaults = RelayConfig()
+    parser = argparse.ArgumentParser(prog="yrelay", description="Yjs-compatible sync relay.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a relay (embedded SQLite storage by default)")
+    serve.add_argument("--host", default=defaults.host, help="address to listen on (default %(default)s)")
+    serve.add_argument("--port", type=int, default=defaults.port, help="TCP port (default %(default)s)")
+    serve.add_argument("--data-dir", type=Path, default=defaults.data_dir,
+                       help="folder of the SQLite file (default ./%(default)s)")
+    serve.add_argument("--max-message-size", type=_positive_int, default=defaults.max_message_size,
+                       help="largest inbound WebSocket message in bytes; larger ones close with 1009 "
+                            f"(default {defaults.max_message_size // MIB} MiB)")
+    serve.add_argument("--unload-grace", type=_non_negative_float, default=defaults.unload_grace,
+                       help="seconds a room without connections stays loaded (default %(default)s)")
+    serve.add_argument("--compact-updates", type=_positive_int, default=defaults.compact_updates,
+                       help="fold a document's log into a snapshot after this many updates (default %(default)s)")
+    serve.add_argument("--compact-bytes", type=_positive_int, default=defaults.compact_bytes,
+                       help="or after this many log bytes, at least the snapshot's size "
+                            f"(default {defaults.compact_bytes // MIB} MiB)")
+    serve.add_argument("--send-queue-bytes", type=_positive_int, default=defaults.send_queue_bytes,
+                       help="bytes queued for one slow reader before it is closed with 1013 "
+                            f"(default {defaults.send_queue_bytes // MIB} MiB)")
+    serve.add_argument("--sync-chunk-bytes", type=_positive_int, default=defaults.sync_chunk_bytes,
+                       help="split a sync step 2 reply larger than this into several messages "
+                            f"(default {defaults.sync_chunk_bytes // MIB} MiB)")
+    serve.add_argument("--awareness-timeout", type=_non_negative_float, default=defaults.awareness_timeout,
+                       help="seconds after which an awareness state that was not renewed is removed "
+                            "(default %(default)s)")
+    serve.add_argument("--shutdown-grace", type=_non_negative_float, default=defaults.shutdown_grace,
+                       help="seconds SIGTERM waits for rooms to be committed (default %(default)s)")
+    serve.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
+                       help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
+    serve.add_argument("--log-level", default=defaults.log_level,
+                       choices=("debug", "info", "warning", "error"), help="(default %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``yrelay`` command."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        config = RelayConfig(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            max_message_size=args.max_message_size,
+            unload_grace=args.unload_grace,
+            compact_updates=args.compact_updates,
+            compact_bytes=args.compact_bytes,
+            send_queue_bytes=args.send_queue_bytes,
+            sync_chunk_bytes=args.sync_chunk_bytes,
+            awareness_timeout=args.awareness_timeout,
+            shutdown_grace=args.shutdown_grace,
+            sqlite_synchronous=args.sqlite_synchronous,
+            log_level=args.log_level,
+        )
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        from .server import run
+
+        run(config)

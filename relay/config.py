@@ -1,0 +1,35 @@
+"""Settings of one relay process, with the defaults ``yrelay serve`` uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    """Everything ``yrelay serve`` can be told on its command line."""
+
+    host: str = "127.0.0.1"
+    port: int = 1234
+    data_dir: Path = Path("data")
+    # Inbound frames above this are closed with 1009 while still arriving.
+    max_message_size: int = 32 * MIB
+    # A room without connections stays loaded this long, so a reconnect is cheap.
+    unload_grace: float = 30.0
+    compact_updates: int = 500
+    compact_bytes: int = 1 * MIB
+    # Bytes queued for one slow reader before it is closed with 1013.
+    send_queue_bytes: int = 16 * MIB
+    # A sync step 2 larger than this is sent as several messages, so a client
+    # on a slow link sees a complete message often enough to keep its
+    # connection (y-websocket reconnects after 30 s without one).
+    sync_chunk_bytes: int = 4 * MIB
+    # y-protocols removes remote awareness states not renewed for 30 s.
+    awareness_timeout: float = 30.0
+    # Seconds SIGTERM waits for rooms to reach the disk before giving up.
+    shutdown_grace: float = 10.0
+    sqlite_synchronous: str = "FULL"
+    log_level: str = "info"

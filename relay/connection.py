@@ -1,0 +1,119 @@
+"""One client connection's outgoing side: a bounded queue and its writer task.
+
+A room fans an update out by calling ``send`` on every connection, which only
+appends to a queue; each connection's writer task drains its own queue into
+the socket. A slow reader therefore delays nobody else. Its queue is bounded
+in bytes: past ``max_queue_bytes`` the connection is closed with 1013 and
+its queue dropped, because a client that reconnects gets everything it lacks
+through the sync handshake anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from typing import Awaitable, Callable
+
+from sync.errors import CloseCode
+
+LOGGER = logging.getLogger("yrelay.connection")
+
+SendFrame = Callable[[bytes], Awaitable[None]]
+SendClose = Callable[[int, str], Awaitable[None]]
+
+
+class Connection:
+    """A client socket as the room sees it.
+
+    ``send`` never blocks. ``run_writer`` must run as a task for the life of
+    the connection; it returns after ``close`` once the close frame is sent.
+    """
+
+    def __init__(self, doc: str, send_frame: SendFrame, send_close: SendClose, max_queue_bytes: int) -> None:
+        self.id = secrets.token_hex(4)
+        self.doc = doc
+        self.max_queue_bytes = max_queue_bytes
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._send_frame = send_frame
+        self._send_close = send_close
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._transport_closed = False
+        self.finished = asyncio.Event()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting to be written to the socket."""
+        return self._queued_bytes
+
+    @property
+    def is_open(self) -> bool:
+        """False once a close was requested or the peer went away."""
+        return not self._closing and not self._transport_closed
+
+    def send(self, frame: bytes) -> None:
+        """Queue one frame; close with 1013 when the queue bound is exceeded."""
+        if self._closing or self._transport_closed:
+            return
+        self._queued_bytes += len(frame)
+        if self._queued_bytes > self.max_queue_bytes and self._queue:
+            LOGGER.warning(
+                "send queue overflow doc=%s conn=%s queued_bytes=%d limit=%d",
+                self.doc, self.id, self._queued_bytes, self.max_queue_bytes,
+            )
+            self.close(CloseCode.TRY_AGAIN_LATER, "send queue full")
+            return
+        self._queue.append(frame)
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Drop what is queued and ask the writer to send a close frame."""
+        if self._closing:
+            return
+        self._closing = True
+        self.close_code = code
+        self.close_reason = reason
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wakeup.set()
+
+    def transport_closed(self) -> None:
+        """Record that the peer is gone, so nothing more is written."""
+        self._transport_closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wakeup.set()
+
+    async def run_writer(self) -> None:
+        """Write queued frames until the connection closes; sets ``finished``."""
+        try:
+            await self._write_until_closed()
+        finally:
+            self.finished.set()
+
+    async def _write_until_closed(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue and not self._closing and not self._transport_closed:
+                frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                try:
+                    await self._send_frame(frame)
+                except Exception as exc:  # the ASGI server raises its own types once the socket is gone
+                    LOGGER.debug("write failed doc=%s conn=%s: %s", self.doc, self.id, exc)
+                    self.transport_closed()
+            if self._transport_closed:
+                return
+            if self._closing:
+                assert self.close_code is not None
+                try:
+                    await self._send_close(self.close_code, self.close_reason)
+                except Exception as exc:  # the ASGI server raises its own types once the socket is gone
+                    LOGGER.debug("close frame not sent doc=%s conn=%s: %s", self.doc, self.id, exc)
+                return

@@ -1,0 +1,32 @@
+"""Prometheus metrics of one relay, on a registry of its own (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class RelayMetrics:
+    """The counters and gauges the relay updates; one instance per relay."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rooms_loaded = Gauge("yrelay_rooms_loaded", "Rooms held in memory.", registry=self.registry)
+        self.connections = Gauge("yrelay_connections", "Open WebSocket connections.", registry=self.registry)
+        self.room_loads = Counter("yrelay_room_loads", "Rooms read from storage.", registry=self.registry)
+        self.room_unloads = Counter("yrelay_room_unloads", "Rooms released from memory.", registry=self.registry)
+        self.step2_computed = Counter(
+            "yrelay_sync_step2_computed", "Sync step 2 answers encoded (cache misses).", registry=self.registry
+        )
+        self.updates_applied = Counter(
+            "yrelay_updates_applied", "Updates that changed a document.", registry=self.registry
+        )
+        self.updates_rejected = Counter(
+            "yrelay_updates_rejected", "Updates rejected as invalid.", registry=self.registry
+        )
+        self.connections_closed = Counter(
+            "yrelay_connections_closed", "Connections closed, by close code.", ["code"], registry=self.registry
+        )
+        self.store_pending_writes = Gauge(
+            "yrelay_store_pending_writes", "Store operations queued but not yet committed.", registry=self.registry
+        )
+        self.compactions = Counter("yrelay_compactions", "Snapshots written.", registry=self.registry)

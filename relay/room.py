@@ -1,0 +1,220 @@
+"""A room: one loaded document, its awareness, and the connections editing it.
+
+Every message a connection sends is handled here synchronously: an update is
+validated and applied once, and the bytes yrs reports as new are encoded
+once into one frame that every other connection's queue receives. The same
+bytes are queued for storage. Nothing here awaits, so messages of one room
+are handled one at a time in arrival order without locks.
+
+Messages are handled only after the room has loaded from storage (the
+connection handler waits for ``loaded``), so a client's step 1 is answered
+with the stored state and an early update is merged with it, not replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable
+
+from persistence import DocumentStore
+from sync.awareness import AwarenessRegistry
+from sync.document import DocumentSession
+from sync.errors import InvalidUpdate
+from sync.messages import (
+    AuthMessage,
+    AwarenessUpdate,
+    Message,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    encode_auth_permission_denied,
+    encode_awareness,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+)
+from sync.update_format import split_update
+
+from .config import RelayConfig
+from .connection import Connection
+from .metrics import RelayMetrics
+
+LOGGER = logging.getLogger("yrelay.room")
+
+AUTH_NOT_CONFIGURED = "token exchange is not configured on this relay"
+
+
+class Room:
+    """One document held in memory and the connections attached to it."""
+
+    def __init__(self, name: str, store: DocumentStore, config: RelayConfig, metrics: RelayMetrics) -> None:
+        self.name = name
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.session = DocumentSession()
+        self.awareness = AwarenessRegistry()
+        self.connections: set[Connection] = set()
+        self.loaded = asyncio.Event()
+        self.load_error: BaseException | None = None
+        self.unload_handle: asyncio.TimerHandle | None = None
+        self._log_count = 0
+        self._log_bytes = 0
+        self._snapshot_bytes = 0
+        self._last_write: Awaitable[None] | None = None
+        self._split_cache: tuple[int, bytes, list[bytes]] | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the document from storage; sets ``loaded`` even on failure."""
+        try:
+            stored = await self.store.load(self.name)
+            if stored.snapshot is not None:
+                self._apply_stored(stored.snapshot, "snapshot")
+                self._snapshot_bytes = len(stored.snapshot)
+            for update in stored.updates:
+                self._apply_stored(update, "log entry")
+            self._log_count = len(stored.updates)
+            self._log_bytes = stored.log_bytes
+            self.metrics.room_loads.inc()
+            LOGGER.debug(
+                "loaded doc=%s snapshot_bytes=%d log_entries=%d", self.name, self._snapshot_bytes, self._log_count
+            )
+        except BaseException as exc:
+            self.load_error = exc
+            raise
+        finally:
+            self.loaded.set()
+
+    def _apply_stored(self, update: bytes, what: str) -> None:
+        try:
+            self.session.apply_update(update)
+        except InvalidUpdate as exc:
+            # Stored bytes were produced by yrs itself, so this is corruption
+            # on disk; the rest of the document is still served.
+            LOGGER.error("stored %s is invalid and was skipped doc=%s: %s", what, self.name, exc.__cause__)
+
+    @property
+    def is_dirty(self) -> bool:
+        """True when the log has entries not yet folded into a snapshot."""
+        return self._log_count > 0
+
+    def compact(self) -> Awaitable[None]:
+        """Queue a snapshot of the current state, replacing the stored log."""
+        snapshot = self.session.encode_state()
+        self._last_write = self.store.replace_with_snapshot(self.name, snapshot, self.session.state_vector())
+        self._snapshot_bytes = len(snapshot)
+        self._log_count = 0
+        self._log_bytes = 0
+        self.metrics.compactions.inc()
+        return self._last_write
+
+    async def flush(self) -> None:
+        """Wait until every write this room queued is committed."""
+        if self._last_write is not None:
+            await self._last_write
+
+    # --- connections ----------------------------------------------------------
+
+    def attach(self, connection: Connection) -> None:
+        """Add a connection and cancel a pending unload."""
+        self.connections.add(connection)
+        if self.unload_handle is not None:
+            self.unload_handle.cancel()
+            self.unload_handle = None
+
+    def greet(self, connection: Connection) -> None:
+        """Send a newly attached connection our state vector and the awareness states."""
+        connection.send(encode_sync_step1(self.session.state_vector()))
+        states = self.awareness.encode_all()
+        if states is not None:
+            connection.send(encode_awareness(states))
+
+    def detach(self, connection: Connection) -> None:
+        """Remove a connection and announce the removal of its awareness states."""
+        self.connections.discard(connection)
+        removal = self.awareness.remove_owner(connection.id, time.monotonic())
+        if removal is not None:
+            self._broadcast(encode_awareness(removal), None)
+        if not self.connections:
+            self.awareness.forget_removed()
+
+    def expire_awareness(self, now: float) -> None:
+        """Remove awareness states not renewed within the configured timeout."""
+        removal = self.awareness.expire(now, self.config.awareness_timeout)
+        if removal is not None:
+            LOGGER.debug("awareness states expired doc=%s", self.name)
+            self._broadcast(encode_awareness(removal), None)
+
+    # --- messages -------------------------------------------------------------
+
+    def handle(self, connection: Connection, message: Message) -> None:
+        """Handle one parsed message; raises ``ProtocolError`` on a bad payload."""
+        if isinstance(message, SyncUpdate | SyncStep2):
+            self._apply_from(connection, message.update)
+        elif isinstance(message, AwarenessUpdate):
+            accepted = self.awareness.apply(message.payload, connection.id, time.monotonic())
+            if accepted is not None:
+                self._broadcast(encode_awareness(accepted), connection)
+        elif isinstance(message, SyncStep1):
+            self._answer_step1(connection, message.state_vector)
+        elif isinstance(message, QueryAwareness):
+            states = self.awareness.encode_all()
+            if states is not None:
+                connection.send(encode_awareness(states))
+        elif isinstance(message, AuthMessage):
+            connection.send(encode_auth_permission_denied(AUTH_NOT_CONFIGURED))
+
+    def _apply_from(self, connection: Connection | None, update: bytes) -> None:
+        try:
+            changed = self.session.apply_update(update)
+        except InvalidUpdate:
+            self.metrics.updates_rejected.inc()
+            raise
+        if changed is None:
+            return
+        self.metrics.updates_applied.inc()
+        self._broadcast(encode_sync_update(changed), connection)
+        self._persist(changed)
+
+    def _persist(self, update: bytes) -> None:
+        self._last_write = self.store.append(self.name, update)
+        self._log_count += 1
+        self._log_bytes += len(update)
+        # The byte threshold grows with the snapshot so that rewriting a large
+        # snapshot is paid for by at least as many bytes of new log.
+        byte_threshold = max(self.config.compact_bytes, self._snapshot_bytes)
+        if self._log_count >= self.config.compact_updates or self._log_bytes >= byte_threshold:
+            self.compact()
+
+    def _answer_step1(self, connection: Connection, state_vector: bytes) -> None:
+        before = self.session.step2_computed
+        answer = self.session.diff(state_vector)
+        if self.session.step2_computed != before:
+            self.metrics.step2_computed.inc()
+        if len(answer) <= self.config.sync_chunk_bytes:
+            connection.send(encode_sync_step2(answer))
+            return
+        # y-websocket reports "synced" on the first step 2 it receives, so the
+        # leading parts go out as updates and only the last one as step 2.
+        parts = self._split(state_vector, answer)
+        for part in parts[:-1]:
+            connection.send(encode_sync_update(part))
+        connection.send(encode_sync_step2(parts[-1]))
+
+    def _split(self, state_vector: bytes, answer: bytes) -> list[bytes]:
+        cached = self._split_cache
+        if cached is not None and cached[0] == self.session.version and cached[1] == state_vector:
+            return cached[2]
+        parts = split_update(answer, self.config.sync_chunk_bytes)
+        self._split_cache = (self.session.version, state_vector, parts)
+        return parts
+
+    def _broadcast(self, frame: bytes, origin: Connection | None) -> None:
+        for connection in self.connections:
+            if connection is not origin:
+                connection.send(frame)

@@ -1,0 +1,135 @@
+"""The rooms of one relay: load each document once, unload it when idle.
+
+Resource handling: the first connection to a document creates its room and
+starts one load; every connection arriving meanwhile waits for that same
+load, so a crowd joining a cold document reads storage once. When the last
+connection leaves, the room stays for ``unload_grace`` seconds; a room that
+is unloaded first folds its log into a snapshot and waits for its writes to
+commit, and stays in place if a connection arrives during that wait.
+
+Error handling: a failed load removes the room, so the next connection tries
+again; the caller receives ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from persistence import DocumentStore, StoreUnavailable
+
+from .config import RelayConfig
+from .connection import Connection
+from .metrics import RelayMetrics
+from .room import Room
+
+LOGGER = logging.getLogger("yrelay.rooms")
+
+
+class RoomManager:
+    """Creates, shares and unloads the rooms of one relay."""
+
+    def __init__(self, store: DocumentStore, config: RelayConfig, metrics: RelayMetrics) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.rooms: dict[str, Room] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the periodic awareness expiry."""
+        self._expiry_task = asyncio.create_task(self._expire_awareness_forever(), name="awareness-expiry")
+
+    async def stop(self) -> None:
+        """Stop background tasks (rooms are flushed by ``flush_all``)."""
+        tasks = [*self._tasks]
+        if self._expiry_task is not None:
+            tasks.append(self._expiry_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def acquire(self, name: str, connection: Connection) -> Room:
+        """Attach ``connection`` to the room of ``name``, loading it if needed.
+
+        Raises ``StoreUnavailable`` when the document cannot be read; the
+        connection is then not attached.
+        """
+        room = self.rooms.get(name)
+        if room is None:
+            room = Room(name, self.store, self.config, self.metrics)
+            self.rooms[name] = room
+            self.metrics.rooms_loaded.set(len(self.rooms))
+            self._spawn(self._load(room), f"load:{name}")
+        room.attach(connection)
+        await room.loaded.wait()
+        if room.load_error is not None:
+            room.connections.discard(connection)
+            raise StoreUnavailable(f"cannot load document {name!r}") from room.load_error
+        return room
+
+    async def _load(self, room: Room) -> None:
+        try:
+            await room.load()
+        except Exception as exc:
+            LOGGER.error("load failed doc=%s: %s", room.name, exc)
+            if self.rooms.get(room.name) is room:
+                del self.rooms[room.name]
+                self.metrics.rooms_loaded.set(len(self.rooms))
+
+    def release(self, room: Room, connection: Connection) -> None:
+        """Detach ``connection``; schedule the unload when the room empties."""
+        room.detach(connection)
+        if room.connections or self.rooms.get(room.name) is not room:
+            return
+        loop = asyncio.get_running_loop()
+        room.unload_handle = loop.call_later(
+            self.config.unload_grace, lambda: self._spawn(self._unload(room), f"unload:{room.name}")
+        )
+
+    async def _unload(self, room: Room) -> None:
+        room.unload_handle = None
+        if room.connections:
+            return
+        if room.is_dirty:
+            room.compact()
+        await room.flush()
+        # A connection may have arrived while the writes were committing; it
+        # holds this room, so the room stays.
+        if room.connections or self.rooms.get(room.name) is not room:
+            return
+        del self.rooms[room.name]
+        self.metrics.rooms_loaded.set(len(self.rooms))
+        self.metrics.room_unloads.inc()
+        LOGGER.debug("unloaded doc=%s", room.name)
+
+    async def flush_all(self) -> None:
+        """Fold every dirty room's log into a snapshot and wait for the commits."""
+        for room in list(self.rooms.values()):
+            if room.loaded.is_set() and room.load_error is None and room.is_dirty:
+                room.compact()
+        await self.store.flush()
+
+    def close_all(self, code: int, reason: str) -> list[Connection]:
+        """Ask every connection to close; returns them so the caller can wait."""
+        closing = []
+        for room in self.rooms.values():
+            for connection in room.connections:
+                connection.close(code, reason)
+                closing.append(connection)
+        return closing
+
+    async def _expire_awareness_forever(self) -> None:
+        interval = max(0.1, min(self.config.awareness_timeout / 10, 3.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                room.expire_awareness(now)
+
+    def _spawn(self, coroutine, name: str) -> None:  # type: ignore[no-untyped-def]  # any coroutine
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

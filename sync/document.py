@@ -1,0 +1,153 @@
+"""One room's shared document: apply updates once, answer state requests.
+
+``DocumentSession`` wraps a pycrdt ``Doc``. It is the only place that hands
+client bytes to yrs, so it is where hostile updates are stopped:
+
+- ``update_format.validate_update`` walks the update first, because yrs
+  allocates in proportion to the counts an update claims before it notices
+  the bytes are missing.
+- yrs may still reject an update that parses (an item whose parent is not a
+  shared type); pycrdt raises ``RuntimeError``, ``ValueError`` or pyo3's
+  ``PanicException``, which derives from ``BaseException``. All of them
+  become ``InvalidUpdate``.
+
+Applying returns the bytes yrs reports for the transaction: only what was new
+to this document. A duplicate update returns None, so the relay neither
+stores nor forwards it, and a re-sent full state costs nothing downstream.
+Structs whose dependencies are missing wait inside yrs and are returned once
+a later update completes them.
+
+Sync step 2 answers are cached per (document version, requester state
+vector), so many clients joining at once with the same state vector, which
+is usually the empty one, cost one encoding.
+"""
+
+from __future__ import annotations
+
+from pycrdt import Doc, TransactionEvent
+
+from .codec import Decoder
+from .errors import InvalidStateVector, InvalidUpdate, ProtocolError
+from .update_format import validate_update
+
+EMPTY_UPDATE = b"\x00\x00"
+_STEP2_CACHE_ENTRIES = 8
+_STEP2_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _is_panic(exc: BaseException) -> bool:
+    # pyo3's PanicException is created at import time by the extension and
+    # has no importable home, so it is recognised by name.
+    return type(exc).__name__ == "PanicException"
+
+
+class DocumentSession:
+    """The CRDT state of one document and the cached answers derived from it."""
+
+    def __init__(self) -> None:
+        self.doc = Doc()
+        self.version = 0
+        self.step2_computed = 0
+        self._captured: bytes | None = None
+        self._state_vector: bytes | None = None
+        self._step2_cache: dict[bytes, bytes] = {}
+        self._step2_cache_version = 0
+        self._subscription = self.doc.observe(self._on_transaction)
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        update = event.update
+        if update != EMPTY_UPDATE:
+            self._captured = update
+
+    # --- applying -------------------------------------------------------
+
+    def apply_update(self, update: bytes) -> bytes | None:
+        """Apply an update from a peer or from storage.
+
+        Returns the update that describes what changed, or None when the
+        update brought nothing new (or only structs still waiting for their
+        dependencies). Raises ``InvalidUpdate`` when the bytes are not a
+        valid Yjs v1 update; the document is then unchanged.
+        """
+        validate_update(update)
+        self._captured = None
+        try:
+            self.doc.apply_update(update)
+        except Exception as exc:
+            raise InvalidUpdate() from exc
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            raise InvalidUpdate() from exc
+        captured = self._captured
+        if captured is None:
+            return None
+        self._captured = None
+        self.version += 1
+        self._state_vector = None
+        return captured
+
+    # --- reading ----------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        """The encoded state vector, cached until the next change."""
+        if self._state_vector is None:
+            self._state_vector = self.doc.get_state()
+        return self._state_vector
+
+    def encode_state(self) -> bytes:
+        """The whole document as one update, for snapshots."""
+        return self.doc.get_update()
+
+    def diff(self, state_vector: bytes) -> bytes:
+        """The update a peer with ``state_vector`` lacks (a sync step 2 payload).
+
+        Raises ``InvalidStateVector`` when the state vector cannot be decoded.
+        """
+        if self._step2_cache_version != self.version:
+            self._step2_cache.clear()
+            self._step2_cache_version = self.version
+        cached = self._step2_cache.get(state_vector)
+        if cached is not None:
+            return cached
+        validate_state_vector(state_vector)
+        try:
+            answer = self.doc.get_update(state_vector)
+        except Exception as exc:
+            raise InvalidStateVector() from exc
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            raise InvalidStateVector() from exc
+        self.step2_computed += 1
+        if len(answer) <= _STEP2_CACHE_BYTES:
+            cached_bytes = sum(len(value) for value in self._step2_cache.values())
+            while self._step2_cache and (
+                len(self._step2_cache) >= _STEP2_CACHE_ENTRIES or cached_bytes + len(answer) > _STEP2_CACHE_BYTES
+            ):
+                cached_bytes -= len(self._step2_cache.pop(next(iter(self._step2_cache))))
+            self._step2_cache[state_vector] = answer
+        return answer
+
+
+def validate_state_vector(state_vector: bytes) -> None:
+    """Check that ``state_vector`` is a well-formed encoded state vector.
+
+    Layout: varUint count, count x (varUint client id, varUint clock). The
+    count is checked against the remaining bytes before the loop, because
+    yrs reserves memory for the count it reads.
+    """
+    decoder = Decoder(state_vector)
+    try:
+        count = decoder.read_varuint()
+        if count * 2 > decoder.remaining:
+            raise InvalidStateVector()
+        for _ in range(count):
+            decoder.read_varuint()
+            decoder.read_varuint()
+    except InvalidStateVector:
+        raise
+    except ProtocolError as exc:
+        raise InvalidStateVector() from exc
+    if decoder.remaining:
+        raise InvalidStateVector()

@@ -1,0 +1,1 @@
+"""Shared helpers for the test suites: relay processes, raw clients, settings."""
