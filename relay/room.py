@@ -9,6 +9,14 @@ are handled one at a time in arrival order without locks.
 Messages are handled only after the room has loaded from storage (the
 connection handler waits for ``loaded``), so a client's step 1 is answered
 with the stored state and an early update is merged with it, not replaced.
+
+pycrdt-websocket (0.16.5) has a room class, ``YRoom``, and an ASGI server; we
+use neither. ``YRoom`` starts a new task for every update sent to every
+client, so a client that stops reading accumulates tasks without bound, and
+it starts store writes as tasks nobody waits for, so it cannot tell when an
+update is durable. Its server does not map bad input to close codes. What
+fits from that family is pycrdt itself: ``Doc`` and the update of each
+transaction, used by ``sync.document``.
 """
 
 from __future__ import annotations

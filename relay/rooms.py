@@ -78,6 +78,7 @@ class RoomManager:
             if self.rooms.get(room.name) is room:
                 del self.rooms[room.name]
                 self.metrics.rooms_loaded.set(len(self.rooms))
+            room.session.close()
 
     def release(self, room: Room, connection: Connection) -> None:
         """Detach ``connection``; schedule the unload when the room empties."""
@@ -101,6 +102,7 @@ class RoomManager:
         if room.connections or self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]
+        room.session.close()
         self.metrics.rooms_loaded.set(len(self.rooms))
         self.metrics.room_unloads.inc()
         LOGGER.debug("unloaded doc=%s", room.name)

@@ -54,6 +54,16 @@ class DocumentSession:
         self._step2_cache_version = 0
         self._subscription = self.doc.observe(self._on_transaction)
 
+    def close(self) -> None:
+        """Release the document.
+
+        The transaction observer is a callback held by yrs, which Python's
+        garbage collector cannot see through, so without this the session
+        and its document are never freed.
+        """
+        self.doc.unobserve(self._subscription)
+        self._step2_cache.clear()
+
     def _on_transaction(self, event: TransactionEvent) -> None:
         update = event.update
         if update != EMPTY_UPDATE:

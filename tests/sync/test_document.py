@@ -1,0 +1,111 @@
+"""DocumentSession: apply once, reject hostile updates, answer step 1."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from sync.document import DocumentSession
+from sync.errors import InvalidStateVector, InvalidUpdate
+
+U_HI = bytes.fromhex("01 01 01 00 04 01 01 74 02 68 69 00")
+U_BANG = bytes.fromhex("01 01 01 02 84 01 01 01 21 00")
+U_MAP = bytes.fromhex("01 01 02 00 28 01 01 6d 01 6b 01 77 01 76 00")
+PARENT_NOT_A_TYPE = bytes.fromhex("01 01 06 00 04 00 01 00 01 78 00")
+
+
+def text_of(session: DocumentSession) -> str:
+    return str(session.doc.get("t", type=Text))
+
+
+def test_new_update_is_returned_once() -> None:
+    session = DocumentSession()
+    assert session.apply_update(U_HI) == U_HI
+    assert session.apply_update(U_HI) is None
+    assert text_of(session) == "hi"
+
+
+def test_update_waiting_for_dependency_is_released_with_it() -> None:
+    session = DocumentSession()
+    assert session.apply_update(U_BANG) is None
+    released = session.apply_update(U_HI)
+    assert released is not None
+    fresh = Doc()
+    fresh.apply_update(released)
+    assert str(fresh.get("t", type=Text)) == "hi!"
+
+
+@pytest.mark.parametrize(
+    "hex_update",
+    [
+        "",
+        "c8 c8 c8 c8",
+        "ff ff ff ff ff ff ff ff ff ff 01",
+        "67 61 72 62 61 67 65 64 6f 63",
+        "01 01 01 00 04 01 01 74 ff 68 69 00",
+        "ff ff ff 7f",
+    ],
+)
+def test_invalid_update_leaves_document_unchanged(hex_update: str) -> None:
+    session = DocumentSession()
+    session.apply_update(U_HI)
+    state_before = session.encode_state()
+    started = time.process_time()
+    with pytest.raises(InvalidUpdate):
+        session.apply_update(bytes.fromhex(hex_update))
+    assert time.process_time() - started < 1.0, "rejecting must not do work in proportion to claimed sizes"
+    assert session.encode_state() == state_before
+    assert session.apply_update(U_MAP) is not None
+
+
+def test_update_yrs_refuses_is_invalid_and_harmless() -> None:
+    session = DocumentSession()
+    session.apply_update(U_HI)
+    version = session.version
+    with pytest.raises(InvalidUpdate):
+        session.apply_update(PARENT_NOT_A_TYPE)
+    assert session.version == version
+    assert text_of(session) == "hi"
+
+
+def test_step2_answer_is_computed_once_per_version() -> None:
+    session = DocumentSession()
+    session.apply_update(U_HI)
+    answers = [session.diff(b"\x00") for _ in range(100)]
+    assert session.step2_computed == 1
+    assert all(answer is answers[0] for answer in answers)
+    session.apply_update(U_MAP)
+    session.diff(b"\x00")
+    assert session.step2_computed == 2
+
+
+def test_diff_contains_only_what_peer_lacks() -> None:
+    session = DocumentSession()
+    session.apply_update(U_HI)
+    peer = Doc()
+    peer.apply_update(U_HI)
+    session.apply_update(U_MAP)
+    peer.apply_update(session.diff(peer.get_state()))
+    assert peer.get("m", type=Map)["k"] == "v"
+
+
+@pytest.mark.parametrize("hex_vector", ["c8 c8 c8", "ff ff ff 7f", "01 01", "00 00"])
+def test_bad_state_vector_is_rejected(hex_vector: str) -> None:
+    session = DocumentSession()
+    with pytest.raises(InvalidStateVector):
+        session.diff(bytes.fromhex(hex_vector))
+
+
+def test_closed_session_is_freed() -> None:
+    import gc
+    import weakref
+
+    session = DocumentSession()
+    session.apply_update(U_HI)
+    reference = weakref.ref(session)
+    session.close()
+    del session
+    gc.collect()
+    assert reference() is None
