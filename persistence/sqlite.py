@@ -72,10 +72,11 @@ _STOP = object()
 class SQLiteStore:
     """``DocumentStore`` on a SQLite file in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, data_dir: Path, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
         self.path = Path(data_dir) / FILE_NAME
         self.description = f"sqlite:{self.path}"
         self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
         self.commits = 0
         self._queue: queue.SimpleQueue[_Operation | object] = queue.SimpleQueue()
         self._pending = 0
@@ -111,7 +112,7 @@ class SQLiteStore:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
-        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         return connection
 
     async def close(self) -> None:

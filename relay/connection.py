@@ -5,7 +5,9 @@ appends to a queue; each connection's writer task drains its own queue into
 the socket. A slow reader therefore delays nobody else. Its queue is bounded
 in bytes: past ``max_queue_bytes`` the connection is closed with 1013 and
 its queue dropped, because a client that reconnects gets everything it lacks
-through the sync handshake anyway.
+through the sync handshake anyway. The frames of the initial sync reply do
+not count against that bound: they are the room's cached frames, shared by
+every joiner, so queueing them costs no memory per connection.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ class Connection:
         self.close_reason = ""
         self._send_frame = send_frame
         self._send_close = send_close
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[bytes, bool]] = deque()
         self._queued_bytes = 0
+        self._shared_bytes = 0
         self._wakeup = asyncio.Event()
         self._closing = False
         self._transport_closed = False
@@ -48,8 +51,8 @@ class Connection:
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes waiting to be written to the socket."""
-        return self._queued_bytes
+        """Bytes waiting to be written to the socket, shared sync frames included."""
+        return self._queued_bytes + self._shared_bytes
 
     @property
     def is_open(self) -> bool:
@@ -68,7 +71,16 @@ class Connection:
             )
             self.close(CloseCode.TRY_AGAIN_LATER, "send queue full")
             return
-        self._queue.append(frame)
+        self._queue.append((frame, True))
+        self._wakeup.set()
+
+    def send_initial(self, frames: list[bytes]) -> None:
+        """Queue the frames of a sync reply without counting them against the bound."""
+        if self._closing or self._transport_closed:
+            return
+        for frame in frames:
+            self._shared_bytes += len(frame)
+            self._queue.append((frame, False))
         self._wakeup.set()
 
     def close(self, code: int, reason: str = "") -> None:
@@ -80,6 +92,7 @@ class Connection:
         self.close_reason = reason
         self._queue.clear()
         self._queued_bytes = 0
+        self._shared_bytes = 0
         self._wakeup.set()
 
     def transport_closed(self) -> None:
@@ -87,6 +100,7 @@ class Connection:
         self._transport_closed = True
         self._queue.clear()
         self._queued_bytes = 0
+        self._shared_bytes = 0
         self._wakeup.set()
 
     async def run_writer(self) -> None:
@@ -101,8 +115,11 @@ class Connection:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue and not self._closing and not self._transport_closed:
-                frame = self._queue.popleft()
-                self._queued_bytes -= len(frame)
+                frame, bounded = self._queue.popleft()
+                if bounded:
+                    self._queued_bytes -= len(frame)
+                else:
+                    self._shared_bytes -= len(frame)
                 try:
                     await self._send_frame(frame)
                 except Exception as exc:  # the ASGI server raises its own types once the socket is gone

@@ -53,6 +53,8 @@ from .metrics import RelayMetrics
 LOGGER = logging.getLogger("yrelay.room")
 
 AUTH_NOT_CONFIGURED = "token exchange is not configured on this relay"
+# Distinct state vectors whose sync replies are kept for the current version.
+_REPLY_CACHE_ENTRIES = 4
 
 
 class Room:
@@ -73,7 +75,8 @@ class Room:
         self._log_bytes = 0
         self._snapshot_bytes = 0
         self._last_write: Awaitable[None] | None = None
-        self._split_cache: tuple[int, bytes, list[bytes]] | None = None
+        self._reply_cache: dict[bytes, list[bytes]] = {}
+        self._reply_cache_version = -1
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -200,27 +203,36 @@ class Room:
             self.compact()
 
     def _answer_step1(self, connection: Connection, state_vector: bytes) -> None:
-        before = self.session.step2_computed
-        answer = self.session.diff(state_vector)
-        if self.session.step2_computed != before:
-            self.metrics.step2_computed.inc()
-        if len(answer) <= self.config.sync_chunk_bytes:
-            connection.send(encode_sync_step2(answer))
-            return
-        # y-websocket reports "synced" on the first step 2 it receives, so the
-        # leading parts go out as updates and only the last one as step 2.
-        parts = self._split(state_vector, answer)
-        for part in parts[:-1]:
-            connection.send(encode_sync_update(part))
-        connection.send(encode_sync_step2(parts[-1]))
+        connection.send_initial(self._sync_reply(state_vector))
 
-    def _split(self, state_vector: bytes, answer: bytes) -> list[bytes]:
-        cached = self._split_cache
-        if cached is not None and cached[0] == self.session.version and cached[1] == state_vector:
-            return cached[2]
-        parts = split_update(answer, self.config.sync_chunk_bytes)
-        self._split_cache = (self.session.version, state_vector, parts)
-        return parts
+    def _sync_reply(self, state_vector: bytes) -> list[bytes]:
+        """Frames answering a step 1, cached per (document version, state vector).
+
+        A crowd joining at once usually sends the same state vector (the
+        empty one), so the answer is encoded once and every joiner's queue
+        holds the same bytes objects.
+        """
+        version = self.session.version
+        if self._reply_cache_version != version:
+            self._reply_cache.clear()
+            self._reply_cache_version = version
+        frames = self._reply_cache.get(state_vector)
+        if frames is not None:
+            return frames
+        answer = self.session.diff(state_vector)
+        self.metrics.step2_computed.inc()
+        if len(answer) <= self.config.sync_chunk_bytes:
+            frames = [encode_sync_step2(answer)]
+        else:
+            # y-websocket reports "synced" on the first step 2 it receives,
+            # so the leading parts go out as updates and the last as step 2.
+            parts = split_update(answer, self.config.sync_chunk_bytes)
+            frames = [encode_sync_update(part) for part in parts[:-1]]
+            frames.append(encode_sync_step2(parts[-1]))
+        if len(self._reply_cache) >= _REPLY_CACHE_ENTRIES:
+            self._reply_cache.pop(next(iter(self._reply_cache)))
+        self._reply_cache[state_vector] = frames
+        return frames
 
     def _broadcast(self, frame: bytes, origin: Connection | None) -> None:
         for connection in self.connections:

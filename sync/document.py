@@ -17,9 +17,8 @@ stores nor forwards it, and a re-sent full state costs nothing downstream.
 Structs whose dependencies are missing wait inside yrs and are returned once
 a later update completes them.
 
-Sync step 2 answers are cached per (document version, requester state
-vector), so many clients joining at once with the same state vector, which
-is usually the empty one, cost one encoding.
+``version`` increases with every change, so a caller can cache what it
+derives from the document (the relay caches sync step 2 frames) per version.
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ from .errors import InvalidStateVector, InvalidUpdate, ProtocolError
 from .update_format import validate_update
 
 EMPTY_UPDATE = b"\x00\x00"
-_STEP2_CACHE_ENTRIES = 8
-_STEP2_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def _is_panic(exc: BaseException) -> bool:
@@ -42,7 +39,7 @@ def _is_panic(exc: BaseException) -> bool:
 
 
 class DocumentSession:
-    """The CRDT state of one document and the cached answers derived from it."""
+    """The CRDT state of one document."""
 
     def __init__(self) -> None:
         self.doc = Doc()
@@ -50,8 +47,6 @@ class DocumentSession:
         self.step2_computed = 0
         self._captured: bytes | None = None
         self._state_vector: bytes | None = None
-        self._step2_cache: dict[bytes, bytes] = {}
-        self._step2_cache_version = 0
         self._subscription = self.doc.observe(self._on_transaction)
 
     def close(self) -> None:
@@ -62,7 +57,6 @@ class DocumentSession:
         and its document are never freed.
         """
         self.doc.unobserve(self._subscription)
-        self._step2_cache.clear()
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         update = event.update
@@ -114,12 +108,6 @@ class DocumentSession:
 
         Raises ``InvalidStateVector`` when the state vector cannot be decoded.
         """
-        if self._step2_cache_version != self.version:
-            self._step2_cache.clear()
-            self._step2_cache_version = self.version
-        cached = self._step2_cache.get(state_vector)
-        if cached is not None:
-            return cached
         validate_state_vector(state_vector)
         try:
             answer = self.doc.get_update(state_vector)
@@ -130,13 +118,6 @@ class DocumentSession:
                 raise
             raise InvalidStateVector() from exc
         self.step2_computed += 1
-        if len(answer) <= _STEP2_CACHE_BYTES:
-            cached_bytes = sum(len(value) for value in self._step2_cache.values())
-            while self._step2_cache and (
-                len(self._step2_cache) >= _STEP2_CACHE_ENTRIES or cached_bytes + len(answer) > _STEP2_CACHE_BYTES
-            ):
-                cached_bytes -= len(self._step2_cache.pop(next(iter(self._step2_cache))))
-            self._step2_cache[state_vector] = answer
         return answer
 
 
