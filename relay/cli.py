@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default %(default)s)")
     serve.add_argument("--shutdown-grace", type=_non_negative_float, default=defaults.shutdown_grace,
                        help="seconds SIGTERM waits for rooms to be committed (default %(default)s)")
+    serve.add_argument("--websocket-compression", action="store_true",
+                       help="accept permessage-deflate when a client offers it (off by default: "
+                            "it costs more CPU than it saves on small updates)")
     serve.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
                        help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             sync_chunk_bytes=args.sync_chunk_bytes,
             awareness_timeout=args.awareness_timeout,
             shutdown_grace=args.shutdown_grace,
+            websocket_compression=args.websocket_compression,
             sqlite_synchronous=args.sqlite_synchronous,
             log_level=args.log_level,
         )

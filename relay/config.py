@@ -31,5 +31,7 @@ class RelayConfig:
     awareness_timeout: float = 30.0
     # Seconds SIGTERM waits for rooms to reach the disk before giving up.
     shutdown_grace: float = 10.0
+    # permessage-deflate costs more CPU than it saves on small Yjs updates.
+    websocket_compression: bool = False
     sqlite_synchronous: str = "FULL"
     log_level: str = "info"

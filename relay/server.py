@@ -10,19 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
 
 from .app import Relay
+from .compression import set_permessage_deflate
 from .config import RelayConfig
 
 LOGGER = logging.getLogger("yrelay.server")
 
-# Keeps idle connections alive through proxies and NAT; ASGI exposes no
-# pong, so dead peers are found by the awareness timeout and TCP errors.
-PING_INTERVAL = 20.0
+# Dead peers are found by TCP keepalive on every accepted socket: the
+# kernel probes after KEEPALIVE_IDLE seconds of silence and drops the
+# connection after KEEPALIVE_COUNT unanswered probes, about a minute in all.
+# Hypercorn's WebSocket ping is not used: ASGI shows the app no pong, and in
+# Hypercorn 0.18 each closed connection's ping task sleeps out its interval
+# before it notices, which delayed shutdown by up to that interval.
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
 
 
 def hypercorn_config(config: RelayConfig) -> Config:
@@ -30,11 +38,20 @@ def hypercorn_config(config: RelayConfig) -> Config:
     hyper = Config()
     hyper.bind = [f"{_bracket(config.host)}:{config.port}"]
     hyper.websocket_max_message_size = config.max_message_size
-    hyper.websocket_ping_interval = PING_INTERVAL
+    hyper.websocket_ping_interval = None
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("yrelay.hypercorn")
     hyper.graceful_timeout = config.shutdown_grace
     return hyper
+
+
+def _enable_keepalive(sock: socket.socket) -> None:
+    # Accepted sockets inherit these options from the listening socket on Linux.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
 def _bracket(host: str) -> str:
@@ -54,6 +71,7 @@ async def serve_relay(config: RelayConfig) -> None:
         LOGGER.info("shutting down: committing rooms and closing connections")
         await relay.drain()
 
+    set_permessage_deflate(config.websocket_compression)
     hyper = hypercorn_config(config)
     # Bind before anything else so that a busy port is one clear error, not
     # a traceback after the store was opened.
@@ -62,6 +80,8 @@ async def serve_relay(config: RelayConfig) -> None:
     except OSError as exc:
         LOGGER.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         raise SystemExit(2) from None
+    for sock in sockets.insecure_sockets:
+        _enable_keepalive(sock)
     LOGGER.info("listening on http://%s:%d (WebSocket: ws://%s:%d/<document>)",
                 config.host, config.port, config.host, config.port)
     await worker_serve(ASGIWrapper(relay), hyper, sockets=sockets, shutdown_trigger=shutdown_trigger)
