@@ -183,8 +183,13 @@ class Room:
     def _apply_from(self, connection: Connection | None, update: bytes) -> None:
         try:
             changed = self.session.apply_update(update)
-        except InvalidUpdate:
+        except InvalidUpdate as exc:
             self.metrics.updates_rejected.inc()
+            if exc.integrated is not None:
+                # Part of the transaction is in the document now, so every
+                # peer and the store must have it too, the sender included.
+                self._broadcast(encode_sync_update(exc.integrated), None)
+                self._persist(exc.integrated)
             raise
         if changed is None:
             return

@@ -17,7 +17,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
 
 from .app import Relay
-from .compression import set_permessage_deflate
+from .hypercorn_patches import finish_oversized_close, set_permessage_deflate
 from .config import RelayConfig
 
 LOGGER = logging.getLogger("yrelay.server")
@@ -72,6 +72,7 @@ async def serve_relay(config: RelayConfig) -> None:
         await relay.drain()
 
     set_permessage_deflate(config.websocket_compression)
+    finish_oversized_close()
     hyper = hypercorn_config(config)
     # Bind before anything else so that a busy port is one clear error, not
     # a traceback after the store was opened.

@@ -23,13 +23,25 @@ derives from the document (the relay caches sync step 2 frames) per version.
 
 from __future__ import annotations
 
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, TransactionEvent, merge_updates
 
 from .codec import Decoder
 from .errors import InvalidStateVector, InvalidUpdate, ProtocolError
 from .update_format import validate_update
 
 EMPTY_UPDATE = b"\x00\x00"
+
+
+class _YrsRejected(Exception):
+    """yrs raised while applying; the cause is its exception."""
+
+
+def _combine(first: bytes | None, second: bytes | None) -> bytes | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return merge_updates(first, second)
 
 
 def _is_panic(exc: BaseException) -> bool:
@@ -71,25 +83,68 @@ class DocumentSession:
         Returns the update that describes what changed, or None when the
         update brought nothing new (or only structs still waiting for their
         dependencies). Raises ``InvalidUpdate`` when the bytes are not a
-        valid Yjs v1 update; the document is then unchanged.
+        valid Yjs v1 update or yrs refuses them; the exception's
+        ``integrated`` then holds whatever yrs had already integrated, which
+        the caller must forward and store like any other change.
         """
         validate_update(update)
+        state_before = self.state_vector()
+        try:
+            return self._apply(update)
+        except _YrsRejected as first:
+            # yrs may have integrated part of a transaction before it failed,
+            # and the failure may come from structs an earlier peer left
+            # waiting for their dependencies, not from this update. Rebuild
+            # the document from its integrated state, which drops every
+            # waiting struct, then give this update a second chance.
+            integrated = self._rebuild(state_before)
+            try:
+                retried = self._apply(update)
+            except _YrsRejected as second:
+                raise InvalidUpdate(integrated=integrated) from second.__cause__
+            return _combine(integrated, retried)
+
+    def _apply(self, update: bytes) -> bytes | None:
         self._captured = None
         try:
             self.doc.apply_update(update)
         except Exception as exc:
-            raise InvalidUpdate() from exc
+            raise _YrsRejected() from exc
         except BaseException as exc:
             if not _is_panic(exc):
                 raise
-            raise InvalidUpdate() from exc
+            raise _YrsRejected() from exc
         captured = self._captured
         if captured is None:
             return None
         self._captured = None
+        self._changed()
+        return captured
+
+    def _rebuild(self, state_before: bytes) -> bytes | None:
+        """Replace the document by a copy of its integrated state.
+
+        Returns the structs integrated since ``state_before`` (with the
+        delete set), or None when the state vector did not move.
+        """
+        integrated_state = self.doc.get_update()
+        self.doc.unobserve(self._subscription)
+        self.doc = Doc()
+        self._subscription = self.doc.observe(self._on_transaction)
+        self.doc.apply_update(integrated_state)
+        self._captured = None
+        # NOTE: a failed update that only deleted items before failing leaves
+        # the state vector unchanged and is reported as no change. Waiting
+        # structs are released by new structs, never by deletions alone, so
+        # only an update that fails on its own can do this.
+        if self.doc.get_state() == state_before:
+            return None
+        self._changed()
+        return self.doc.get_update(state_before)
+
+    def _changed(self) -> None:
         self.version += 1
         self._state_vector = None
-        return captured
 
     # --- reading ----------------------------------------------------------
 

@@ -64,9 +64,17 @@ class InvalidPayload(ProtocolError):
 
 
 class InvalidUpdate(InvalidPayload):
-    """A Yjs update that cannot be decoded or applied."""
+    """A Yjs update that cannot be decoded or applied.
+
+    ``integrated`` is an update holding what yrs integrated into the
+    document before it failed, or None; the caller forwards and stores it.
+    """
 
     reason = "invalid update"
+
+    def __init__(self, *args: object, integrated: bytes | None = None) -> None:
+        super().__init__(*args)
+        self.integrated = integrated
 
 
 class InvalidStateVector(InvalidPayload):

@@ -108,3 +108,27 @@ def test_closed_session_is_freed() -> None:
     del session
     gc.collect()
     assert reference() is None
+
+
+def test_waiting_invalid_update_does_not_block_valid_one() -> None:
+    session = DocumentSession()
+    # Its parent (1, 0) does not exist yet, so yrs keeps it waiting; once
+    # U_HI creates (1, 0), a string item, the waiting struct is invalid.
+    assert session.apply_update(PARENT_NOT_A_TYPE) is None
+    changed = session.apply_update(U_HI)
+    assert changed is not None
+    assert text_of(session) == "hi"
+    peer = Doc()
+    peer.apply_update(changed)
+    assert str(peer.get("t", type=Text)) == "hi"
+    assert session.apply_update(U_BANG) is not None
+    assert text_of(session) == "hi!"
+
+
+def test_rejected_update_reports_what_was_integrated() -> None:
+    session = DocumentSession()
+    session.apply_update(U_HI)
+    with pytest.raises(InvalidUpdate) as caught:
+        session.apply_update(PARENT_NOT_A_TYPE)
+    assert caught.value.integrated is None
+    assert text_of(session) == "hi"
