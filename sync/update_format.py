@@ -64,7 +64,12 @@ JSON/Embed/Format contents (only that it is UTF-8), does not check that
 origins or parents exist, and accepts Item-ID parents that pycrdt later
 rejects on apply. Type refs above 6 (yrs-only weak links, "undefined") are
 rejected because yjs 13.6 cannot read them either. Any values nested deeper
-than :data:`MAX_ANY_DEPTH` containers are rejected.
+than :data:`MAX_ANY_DEPTH` containers are rejected. Integers may use up to
+ten varint bytes (70 bits) although yrs keeps clocks in 32 bits.
+
+JSON content (ref 2, legacy yjs) is read as yjs reads it: a count, then that
+many strings. pycrdt 0.14.13 reads one string more than the count, so it
+fails on such items; current yjs encoders write Any content instead.
 """
 
 from __future__ import annotations
@@ -80,8 +85,10 @@ __all__ = ["MAX_ANY_DEPTH", "split_update", "validate_update"]
 #: Deepest nesting of object/array containers accepted inside an ``Any`` value.
 MAX_ANY_DEPTH = 64
 
-# Content ref (info & 0x1f) of a String item, the one kind split_update can cut.
+# Content refs (info & 0x1f) of the items that split_update can cut.
+_JSON = 2
 _STRING = 4
+_ANY = 8
 
 # Skipping varints with a regex match runs in C: about twice as fast as a
 # Python loop, which matters for updates with thousands of structs. A failed
@@ -149,7 +156,8 @@ def _skip_varint(data: bytes, pos: int) -> int:
         if data[pos] < 0x80:
             return pos + 1
         pos += 1
-    data[pos]  # a missing byte is truncation, a present one is overflow
+    if pos >= len(data):
+        raise TruncatedMessage()
     raise VarintOverflow()
 
 
@@ -240,25 +248,31 @@ class _Run:
         self.client = client
         self.starts: list[int] = []  # byte offset of each struct
         self.clocks: list[int] = []  # first clock of each struct
-        self.deps: list[tuple[int, ...]] = []  # flat (client, clock, ...) it refers to
+        # IDs of other clients' structs each struct refers to, flat: (client, clock, ...)
+        self.deps: list[tuple[int, ...]] = []
         self.end_offset = 0
         self.end_clock = 0
 
 
 class _Parsed:
+    """Layout of a whole update (collect mode)."""
+
     __slots__ = ("ds_entries", "ds_start", "runs")
 
-    def __init__(self) -> None:
-        self.runs: list[_Run] = []
-        self.ds_start = 0
-        # (client, [offset of each range], offset after the last range)
-        self.ds_entries: list[tuple[int, list[int], int]] = []
+    def __init__(
+        self, runs: list[_Run], ds_start: int, ds_entries: list[tuple[int, list[int], int]]
+    ) -> None:
+        self.runs = runs
+        self.ds_start = ds_start  # offset of the delete set
+        # (client, [offset of each of its ranges], offset after its last range)
+        self.ds_entries = ds_entries
 
 
 def _walk(data: bytes, collect: bool) -> _Parsed | None:
     """Walk the whole update; return its layout when ``collect`` is true."""
     end = len(data)
-    parsed = _Parsed() if collect else None
+    runs: list[_Run] = []
+    ds_entries: list[tuple[int, list[int], int]] = []
 
     n_clients = data[0]
     pos = 1
@@ -280,14 +294,15 @@ def _walk(data: bytes, collect: bool) -> _Parsed | None:
         pos += 1
         if client >= 0x80:
             client, pos = _varuint_tail(data, pos, client)
-        own = data[client_start:pos]  # this client as encoded, to spot own-client IDs
+        client_stop = pos
         clock = data[pos]
         pos += 1
         if clock >= 0x80:
             clock, pos = _varuint_tail(data, pos, clock)
         if collect:
+            own = data[client_start:client_stop]  # a whole varint: spots own-client IDs
             run = _Run(client)
-            parsed.runs.append(run)  # type: ignore[union-attr]
+            runs.append(run)
             starts = run.starts
             clocks = run.clocks
             deps_list = run.deps
@@ -427,16 +442,14 @@ def _walk(data: bytes, collect: bool) -> _Parsed | None:
                 offsets.append(pos)
                 pos = _skip_varint(data, pos)
                 pos = _skip_varint(data, pos)
-            parsed.ds_entries.append((ds_client, offsets, pos))  # type: ignore[union-attr]
+            ds_entries.append((ds_client, offsets, pos))
         else:
             for _ in range(n_ranges):
                 match = _match_2_varints(data, pos)
                 pos = _skip_varints(data, pos, 2) if match is None else match.end()
     if pos != end:
         raise TrailingBytes()
-    if collect:
-        parsed.ds_start = ds_start  # type: ignore[union-attr]
-    return parsed
+    return _Parsed(runs, ds_start, ds_entries) if collect else None
 
 
 # Everything the walker raises on bad input (IndexError: read past the end).
@@ -613,67 +626,88 @@ class _Part:
         return b"".join(out)
 
 
-def _string_pieces(
+def _item_pieces(
     data: bytes, start: int, client: int, clock: int, budget: int
 ) -> list[tuple[int, bytes]] | None:
-    """Split the String item at ``start`` into items of at most ``budget`` bytes.
+    """Cut the String, Any or JSON item at ``start`` into items of ``budget`` bytes.
 
-    Returns ``(clock, encoded struct)`` pairs, or None when the item cannot be
-    split that small. The first piece keeps the original origin, right origin
-    and parent info; every later piece has origin = the last clock of the
-    piece before it and the original right origin, exactly like yjs
-    ``splitItem``. Cuts fall on code point boundaries, so never inside a
-    UTF-16 surrogate pair.
+    Returns ``(clock, encoded struct)`` pairs, or None when the item is of
+    another kind or cannot be cut. The first piece keeps the original origin,
+    right origin and parent info; every later piece has origin = the last
+    clock of the piece before it and the original right origin, exactly like
+    yjs ``splitItem``; receivers merge the pieces back into one item. Strings
+    are cut between code points, so never inside a UTF-16 surrogate pair; Any
+    and JSON items between values, so one value bigger than the budget gets a
+    piece of its own that exceeds it.
     """
     info = data[start]
+    ref = info & 0x1F
+    if ref != _STRING and ref != _ANY and ref != _JSON:
+        return None
+    end = len(data)
     pos = start + 1
-    right: bytes = b""
+    right = b""
     if info & 0x80:
-        pos = _skip_varint(data, pos)
-        pos = _skip_varint(data, pos)
+        pos = _skip_varints(data, pos, 2)
     if info & 0x40:
-        r_start = pos
-        pos = _skip_varint(data, pos)
-        pos = _skip_varint(data, pos)
-        right = data[r_start:pos]
+        right_start = pos
+        pos = _skip_varints(data, pos, 2)
+        right = data[right_start:pos]
     if not info & 0xC0:
         parent_info, pos = _varuint(data, pos)
-        if parent_info == 1:
-            pos = _skip_string(data, pos, len(data))
-        else:
-            pos = _skip_varint(data, pos)
-            pos = _skip_varint(data, pos)
+        pos = _skip_string(data, pos, end) if parent_info == 1 else _skip_varints(data, pos, 2)
         if info & 0x20:
-            pos = _skip_string(data, pos, len(data))
+            pos = _skip_string(data, pos, end)
     first_head = data[start:pos]
-    size, pos = _varuint(data, pos)
-    stop = pos + size
-    later_info = bytes((0x80 | (info & 0x60) | _STRING,))
+    # String: byte size (>= its UTF-16 length); Any and JSON: number of values.
+    amount, pos = _varuint(data, pos)
+    later_info = bytes((0x80 | (info & 0x60) | ref,))
     client_bytes = encode_varuint(client)
-    # Longest header any piece can get: the origin clock is below the end clock.
-    longest_later = 1 + len(client_bytes) + _vlen(clock + size * 2) + len(right)
-    head = max(len(first_head), longest_later)
-    room = budget - head
-    room -= _vlen(max(room, 0))
-    if room < 4:  # not even one code point fits
+    # The longest header a piece can get: origin clocks stay below clock + amount.
+    longest_later = 1 + len(client_bytes) + _vlen(clock + amount) + len(right)
+    room = budget - max(len(first_head), longest_later) - _vlen(amount)
+
+    spans: list[tuple[int, int, int]] = []  # (first byte, stop byte, clock length)
+    if ref == _STRING:
+        if room < 4:  # not even one code point would fit
+            return None
+        stop = pos + amount
+        while pos < stop:
+            cut = pos + room
+            if cut >= stop:
+                cut = stop
+            else:
+                while data[cut] & 0xC0 == 0x80:  # back to the start of a code point
+                    cut -= 1
+            spans.append((pos, cut, _utf16_length(data[pos:cut])))
+            pos = cut
+    else:
+        if room < 1:
+            return None
+        first = pos
+        count = 0
+        for _ in range(amount):
+            after = _skip_any(data, pos, end, 0) if ref == _ANY else _skip_string(data, pos, end)
+            if count and after - first > room:
+                spans.append((first, pos, count))
+                first = pos
+                count = 0
+            pos = after
+            count += 1
+        spans.append((first, pos, count))
+    if len(spans) < 2:
         return None
+
     pieces = []
     piece_clock = clock
-    while pos < stop:
-        cut = pos + room
-        if cut >= stop:
-            cut = stop
-        else:
-            while data[cut] & 0xC0 == 0x80:
-                cut -= 1
-        text = data[pos:cut]
-        if piece_clock == clock:
+    for n, (first, stop, length) in enumerate(spans):
+        if n == 0:
             header = first_head
         else:
             header = later_info + client_bytes + encode_varuint(piece_clock - 1) + right
-        pieces.append((piece_clock, header + encode_varuint(len(text)) + text))
-        piece_clock += _utf16_length(text)
-        pos = cut
+        prefix = encode_varuint(stop - first if ref == _STRING else length)
+        pieces.append((piece_clock, header + prefix + data[first:stop]))
+        piece_clock += length
     return pieces
 
 
@@ -738,14 +772,19 @@ def split_update(data: bytes | bytearray | memoryview, max_bytes: int) -> list[b
     The delete set travels after all structs: in the last struct part when it
     fits, otherwise cut at range boundaries into extra struct-less parts.
 
-    A String item too big for one part is cut into several String items the
-    way yjs splits items. Any other single struct bigger than ``max_bytes``
-    (a huge Binary, Any, JSON or Embed), or a String too big while
-    ``max_bytes`` is too small to hold even its header plus one character, is
-    sent alone in a part that exceeds ``max_bytes``; likewise one delete set
-    range that does not fit on its own. If ``data`` already fits it is
-    returned unchanged as ``[data]``. The input is fully validated either way;
-    malformed input raises :class:`~sync.errors.InvalidUpdate`.
+    A String, Any or JSON item too big for one part is cut into several
+    items the way yjs splits items (receivers merge them back). Parts exceed
+    ``max_bytes`` only where nothing smaller exists: a single struct that
+    cannot be cut (a big Binary, Embed, Format, Type or Doc item, or a
+    map entry holding one big value) or one value of an Any/JSON item, each
+    sent alone in its part; any struct when ``max_bytes`` cannot hold its
+    header plus one character or value; one delete set range that does not
+    fit on its own. If ``data`` already fits it is returned unchanged as
+    ``[data]``. The input is fully validated either way; malformed input, or
+    input with two struct runs for one client (which no encoder writes; yjs
+    would keep only the last), raises :class:`~sync.errors.InvalidUpdate`.
+
+    Cost: about 2 µs of pure Python per struct, plus copying the bytes.
     """
     if type(max_bytes) is not int or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
@@ -755,7 +794,7 @@ def split_update(data: bytes | bytearray | memoryview, max_bytes: int) -> list[b
         _checked_walk(data, False)
         return [data]
     parsed = _checked_walk(data, True)
-    assert parsed is not None
+    assert parsed is not None  # for the type checker: collect mode returns the layout
     runs = parsed.runs
     seen: set[int] = set()
     for run in runs:
@@ -793,11 +832,9 @@ def split_update(data: bytes | bytearray | memoryview, max_bytes: int) -> list[b
                     part = _Part()
                 continue
             # Struct i alone is too big for a part.
-            pieces = None
-            if data[starts[i]] & 0x1F == _STRING:
-                # The struct's budget: everything in an empty part but itself.
-                budget = max_bytes - part.size - part.cost(r, client, run.end_clock, 1)
-                pieces = _string_pieces(data, starts[i], client, clocks[i], budget)
+            # Its budget: all of an empty part but the run header.
+            budget = max_bytes - part.size - part.cost(r, client, run.end_clock, 1)
+            pieces = _item_pieces(data, starts[i], client, clocks[i], budget)
             if pieces is None:
                 part.add(r, client, clocks[i], [starts[i], starts[i + 1]], 1)
             else:
