@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -17,11 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from persistence import DocumentStore
+from nats.errors import Error as NatsError
+
+from persistence import DocumentStore, StoreUnavailable
 from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
 from .config import RelayConfig
+from .mesh.node import MeshConfig, MeshNode
+from .mesh.stream import StreamConfigConflict
 from .metrics import RelayMetrics
 from .rooms import RoomManager
 from .websocket import CLOSE_TIMEOUT, Receive, Scope, Send, WebSocketEndpoint
@@ -29,14 +31,21 @@ from .websocket import CLOSE_TIMEOUT, Receive, Scope, Send, WebSocketEndpoint
 LOGGER = logging.getLogger("yrelay.app")
 
 
+class StartupError(Exception):
+    """The relay cannot start; the message says why and what to change."""
+
+
 class Relay:
     """One relay node: its store, rooms, metrics and ASGI entry point."""
 
-    def __init__(self, config: RelayConfig, store: DocumentStore | None = None) -> None:
+    def __init__(
+        self, config: RelayConfig, store: DocumentStore | None = None, mesh_config: MeshConfig | None = None
+    ) -> None:
         self.config = config
         self.metrics = RelayMetrics()
         self.store = store or SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
-        self.rooms = RoomManager(self.store, config, self.metrics)
+        self.mesh = MeshNode(mesh_config) if mesh_config is not None else None
+        self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False
         self.websocket = WebSocketEndpoint(self.rooms, config.send_queue_bytes, lambda: self.shutting_down)
         self.http = Starlette(
@@ -45,7 +54,6 @@ class Relay:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
             ],
-            lifespan=self._lifespan,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,18 +62,33 @@ class Relay:
         else:
             await self.http(scope, receive, send)
 
-    @asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        await self.store.open()
-        self.rooms.start()
-        LOGGER.info("storing data in %s", self.store.description)
+    async def start(self) -> None:
+        """Open the store and join the mesh; raises ``StartupError`` with a clear message."""
         try:
-            yield
-        finally:
-            await self.drain()
-            await self.rooms.stop()
-            await self.store.close()
-            LOGGER.info("stopped; every update is committed to %s", self.store.description)
+            await self.store.open()
+        except StoreUnavailable as exc:
+            raise StartupError(str(exc)) from exc
+        LOGGER.info("storing data in %s", self.store.description)
+        if self.mesh is not None:
+            try:
+                await self.mesh.start()
+            except StreamConfigConflict as exc:
+                await self.store.close()
+                raise StartupError(f"{exc}; change the stream with the nats CLI or the relay's --nats-* options") from exc
+            except (OSError, NatsError, asyncio.TimeoutError) as exc:
+                await self.store.close()
+                servers = ",".join(self.mesh.config.servers)
+                raise StartupError(f"cannot connect to NATS at {servers}: {exc!r}") from exc
+        self.rooms.start()
+
+    async def stop(self) -> None:
+        """Drain, publish what the mesh still holds, and close the store."""
+        await self.drain()
+        await self.rooms.stop()
+        if self.mesh is not None:
+            await self.mesh.stop(self.config.shutdown_grace)
+        await self.store.close()
+        LOGGER.info("stopped; every update is committed to %s", self.store.description)
 
     async def drain(self) -> None:
         """Stop taking connections, commit every room, then close clients with 1012.
@@ -97,9 +120,14 @@ class Relay:
     async def _readyz(self, _request: Request) -> Response:
         if self.shutting_down:
             return JSONResponse({"status": "shutting down"}, status_code=503)
+        body: dict[str, object] = {"store": self.store.description}
+        if self.mesh is not None:
+            body["mesh"] = self.mesh.status()
         if not await self.store.ping():
-            return JSONResponse({"status": "storage unavailable", "store": self.store.description}, status_code=503)
-        return JSONResponse({"status": "ready", "store": self.store.description})
+            return JSONResponse({"status": "storage unavailable", **body}, status_code=503)
+        if self.mesh is not None and not self.mesh.connected:
+            return JSONResponse({"status": "mesh unavailable", **body}, status_code=503)
+        return JSONResponse({"status": "ready", **body})
 
     async def _metrics(self, _request: Request) -> Response:
         self.metrics.store_pending_writes.set(getattr(self.store, "pending_writes", 0))

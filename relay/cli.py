@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "it costs more CPU than it saves on small updates)")
     serve.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
                        help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
+    mesh = serve.add_argument_group("mesh (NATS JetStream)")
+    mesh.add_argument("--nats", action="append", default=[], metavar="URL",
+                      help="NATS server URL, e.g. nats://127.0.0.1:4222; repeat or comma-separate for a cluster. "
+                           "Without it the relay runs alone")
+    mesh.add_argument("--relay-id", default=None, help="this relay's id in logs and messages (default: random)")
+    mesh.add_argument("--nats-stream", default="YRELAY_UPDATES", help="JetStream stream name (default %(default)s)")
+    mesh.add_argument("--nats-subject-prefix", default="yrelay", help="subject prefix (default %(default)s)")
+    mesh.add_argument("--nats-replicas", type=_positive_int, default=1,
+                      help="stream replicas when the relay creates the stream; use 3 in production (default %(default)s)")
+    mesh.add_argument("--nats-storage", choices=("file", "memory"), default="file",
+                      help="stream storage when the relay creates it (default %(default)s)")
+    mesh.add_argument("--peer-timeout", type=_non_negative_float, default=10.0,
+                      help="seconds without a heartbeat after which a relay's awareness states are removed "
+                           "(default %(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,
                        choices=("debug", "info", "warning", "error"), help="(default %(default)s)")
     return parser
@@ -89,6 +103,20 @@ def main(argv: list[str] | None = None) -> None:
             level=config.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
+        from .mesh.node import MeshConfig, new_relay_id
         from .server import run
 
-        run(config)
+        mesh_config = None
+        servers = [url.strip() for value in args.nats for url in value.split(",") if url.strip()]
+        if servers:
+            mesh_config = MeshConfig(
+                servers=servers,
+                relay_id=args.relay_id or new_relay_id(),
+                subject_prefix=args.nats_subject_prefix,
+                stream_name=args.nats_stream,
+                stream_replicas=args.nats_replicas,
+                stream_storage=args.nats_storage,
+                max_message_size=config.max_message_size,
+                peer_timeout=args.peer_timeout,
+            )
+        run(config, mesh_config)

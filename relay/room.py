@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable
+from typing import Awaitable, Protocol
 
 from persistence import DocumentStore
 from sync.awareness import AwarenessRegistry
 from sync.document import DocumentSession
-from sync.errors import InvalidUpdate
+from sync.errors import InvalidUpdate, ProtocolError
 from sync.messages import (
     AuthMessage,
     AwarenessUpdate,
@@ -57,14 +57,37 @@ AUTH_NOT_CONFIGURED = "token exchange is not configured on this relay"
 _REPLY_CACHE_ENTRIES = 4
 
 
+class MeshLink(Protocol):
+    """What a room needs from the peer mesh (``relay.mesh.node.MeshNode``)."""
+
+    def publish_update(self, name: str, update: bytes) -> None:
+        """Queue an update from a local client for the other relays."""
+
+    def publish_awareness(self, name: str, payload: bytes) -> None:
+        """Send an awareness update from a local client to the other relays."""
+
+
+def _peer_owner(relay_id: str) -> tuple[str, str]:
+    """Awareness owner key for states that arrived from another relay."""
+    return ("relay", relay_id)
+
+
 class Room:
     """One document held in memory and the connections attached to it."""
 
-    def __init__(self, name: str, store: DocumentStore, config: RelayConfig, metrics: RelayMetrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        store: DocumentStore,
+        config: RelayConfig,
+        metrics: RelayMetrics,
+        mesh: MeshLink | None = None,
+    ) -> None:
         self.name = name
         self.store = store
         self.config = config
         self.metrics = metrics
+        self.mesh = mesh
         self.session = DocumentSession()
         self.awareness = AwarenessRegistry()
         self.connections: set[Connection] = set()
@@ -81,25 +104,19 @@ class Room:
     # --- lifecycle ----------------------------------------------------------
 
     async def load(self) -> None:
-        """Read the document from storage; sets ``loaded`` even on failure."""
-        try:
-            stored = await self.store.load(self.name)
-            if stored.snapshot is not None:
-                self._apply_stored(stored.snapshot, "snapshot")
-                self._snapshot_bytes = len(stored.snapshot)
-            for update in stored.updates:
-                self._apply_stored(update, "log entry")
-            self._log_count = len(stored.updates)
-            self._log_bytes = stored.log_bytes
-            self.metrics.room_loads.inc()
-            LOGGER.debug(
-                "loaded doc=%s snapshot_bytes=%d log_entries=%d", self.name, self._snapshot_bytes, self._log_count
-            )
-        except BaseException as exc:
-            self.load_error = exc
-            raise
-        finally:
-            self.loaded.set()
+        """Read the document from storage (the room manager sets ``loaded``)."""
+        stored = await self.store.load(self.name)
+        if stored.snapshot is not None:
+            self._apply_stored(stored.snapshot, "snapshot")
+            self._snapshot_bytes = len(stored.snapshot)
+        for update in stored.updates:
+            self._apply_stored(update, "log entry")
+        self._log_count = len(stored.updates)
+        self._log_bytes = stored.log_bytes
+        self.metrics.room_loads.inc()
+        LOGGER.debug(
+            "loaded doc=%s snapshot_bytes=%d log_entries=%d", self.name, self._snapshot_bytes, self._log_count
+        )
 
     def _apply_stored(self, update: bytes, what: str) -> None:
         try:
@@ -151,6 +168,8 @@ class Room:
         removal = self.awareness.remove_owner(connection.id, time.monotonic())
         if removal is not None:
             self._broadcast(encode_awareness(removal), None)
+            if self.mesh is not None:
+                self.mesh.publish_awareness(self.name, removal)
         if not self.connections:
             self.awareness.forget_removed()
 
@@ -171,6 +190,8 @@ class Room:
             accepted = self.awareness.apply(message.payload, connection.id, time.monotonic())
             if accepted is not None:
                 self._broadcast(encode_awareness(accepted), connection)
+                if self.mesh is not None:
+                    self.mesh.publish_awareness(self.name, accepted)
         elif isinstance(message, SyncStep1):
             self._answer_step1(connection, message.state_vector)
         elif isinstance(message, QueryAwareness):
@@ -188,14 +209,47 @@ class Room:
             if exc.integrated is not None:
                 # Part of the transaction is in the document now, so every
                 # peer and the store must have it too, the sender included.
-                self._broadcast(encode_sync_update(exc.integrated), None)
-                self._persist(exc.integrated)
+                self._accept_change(exc.integrated, None, publish=True)
             raise
-        if changed is None:
-            return
+        if changed is not None:
+            self._accept_change(changed, connection, publish=True)
+
+    def _accept_change(self, changed: bytes, origin: Connection | None, publish: bool) -> None:
         self.metrics.updates_applied.inc()
-        self._broadcast(encode_sync_update(changed), connection)
+        self._broadcast(encode_sync_update(changed), origin)
         self._persist(changed)
+        if publish and self.mesh is not None:
+            self.mesh.publish_update(self.name, changed)
+
+    # --- from other relays ------------------------------------------------------
+
+    def apply_from_mesh(self, update: bytes, peer: str) -> None:
+        """Apply an update another relay accepted; it is never published again."""
+        try:
+            changed = self.session.apply_update(update)
+        except InvalidUpdate as exc:
+            LOGGER.warning("invalid update from peer relay doc=%s peer=%s: %s", self.name, peer, exc.__cause__)
+            if exc.integrated is not None:
+                self._accept_change(exc.integrated, None, publish=False)
+            return
+        if changed is not None:
+            self._accept_change(changed, None, publish=False)
+
+    def apply_awareness_from_mesh(self, payload: bytes, peer: str) -> None:
+        """Apply awareness states set by another relay's clients."""
+        try:
+            accepted = self.awareness.apply(payload, _peer_owner(peer), time.monotonic())
+        except ProtocolError as exc:
+            LOGGER.warning("invalid awareness from peer relay doc=%s peer=%s: %s", self.name, peer, exc.reason)
+            return
+        if accepted is not None:
+            self._broadcast(encode_awareness(accepted), None)
+
+    def remove_peer_awareness(self, peer: str) -> None:
+        """Remove the awareness states of a relay that went silent."""
+        removal = self.awareness.remove_owner(_peer_owner(peer), time.monotonic())
+        if removal is not None:
+            self._broadcast(encode_awareness(removal), None)
 
     def _persist(self, update: bytes) -> None:
         self._last_write = self.store.append(self.name, update)

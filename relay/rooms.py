@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from persistence import DocumentStore, StoreUnavailable
 
@@ -24,16 +25,22 @@ from .connection import Connection
 from .metrics import RelayMetrics
 from .room import Room
 
+if TYPE_CHECKING:
+    from .mesh.node import MeshNode
+
 LOGGER = logging.getLogger("yrelay.rooms")
 
 
 class RoomManager:
     """Creates, shares and unloads the rooms of one relay."""
 
-    def __init__(self, store: DocumentStore, config: RelayConfig, metrics: RelayMetrics) -> None:
+    def __init__(
+        self, store: DocumentStore, config: RelayConfig, metrics: RelayMetrics, mesh: MeshNode | None = None
+    ) -> None:
         self.store = store
         self.config = config
         self.metrics = metrics
+        self.mesh = mesh
         self.rooms: dict[str, Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry_task: asyncio.Task[None] | None = None
@@ -59,7 +66,7 @@ class RoomManager:
         """
         room = self.rooms.get(name)
         if room is None:
-            room = Room(name, self.store, self.config, self.metrics)
+            room = Room(name, self.store, self.config, self.metrics, self.mesh)
             self.rooms[name] = room
             self.metrics.rooms_loaded.set(len(self.rooms))
             self._spawn(self._load(room), f"load:{name}")
@@ -73,12 +80,19 @@ class RoomManager:
     async def _load(self, room: Room) -> None:
         try:
             await room.load()
+            if self.mesh is not None:
+                await self.mesh.attach_room(room)
         except Exception as exc:
             LOGGER.error("load failed doc=%s: %s", room.name, exc)
+            room.load_error = exc
             if self.rooms.get(room.name) is room:
                 del self.rooms[room.name]
                 self.metrics.rooms_loaded.set(len(self.rooms))
+            if self.mesh is not None:
+                await self.mesh.detach_room(room)
             room.session.close()
+        finally:
+            room.loaded.set()
 
     def release(self, room: Room, connection: Connection) -> None:
         """Detach ``connection``; schedule the unload when the room empties."""
@@ -102,9 +116,11 @@ class RoomManager:
         if room.connections or self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]
-        room.session.close()
         self.metrics.rooms_loaded.set(len(self.rooms))
         self.metrics.room_unloads.inc()
+        if self.mesh is not None:
+            await self.mesh.detach_room(room)
+        room.session.close()
         LOGGER.debug("unloaded doc=%s", room.name)
 
     async def flush_all(self) -> None:

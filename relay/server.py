@@ -16,9 +16,10 @@ from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
 
-from .app import Relay
+from .app import Relay, StartupError
 from .hypercorn_patches import finish_oversized_close, set_permessage_deflate
 from .config import RelayConfig
+from .mesh.node import MeshConfig
 
 LOGGER = logging.getLogger("yrelay.server")
 
@@ -58,9 +59,9 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-async def serve_relay(config: RelayConfig) -> None:
+async def serve_relay(config: RelayConfig, mesh_config: MeshConfig | None = None) -> None:
     """Serve until a termination signal, then drain and return."""
-    relay = Relay(config)
+    relay = Relay(config, mesh_config=mesh_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,16 +84,24 @@ async def serve_relay(config: RelayConfig) -> None:
         raise SystemExit(2) from None
     for sock in sockets.insecure_sockets:
         _enable_keepalive(sock)
+    try:
+        await relay.start()
+    except StartupError as exc:
+        LOGGER.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
     LOGGER.info("listening on http://%s:%d (WebSocket: ws://%s:%d/<document>)",
                 config.host, config.port, config.host, config.port)
-    await worker_serve(ASGIWrapper(relay), hyper, sockets=sockets, shutdown_trigger=shutdown_trigger)
+    try:
+        await worker_serve(ASGIWrapper(relay), hyper, sockets=sockets, shutdown_trigger=shutdown_trigger)
+    finally:
+        await relay.stop()
 
 
-def run(config: RelayConfig) -> None:
+def run(config: RelayConfig, mesh_config: MeshConfig | None = None) -> None:
     """Run the relay on uvloop where installed, else on the default loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve_relay(config))
+        asyncio.run(serve_relay(config, mesh_config))
         return
-    uvloop.run(serve_relay(config))
+    uvloop.run(serve_relay(config, mesh_config))

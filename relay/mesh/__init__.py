@@ -1,0 +1,1 @@
+"""The peer mesh: relays share live documents through NATS and JetStream."""
