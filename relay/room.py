@@ -91,6 +91,9 @@ class Room:
         self.session = DocumentSession()
         self.awareness = AwarenessRegistry()
         self.connections: set[Connection] = set()
+        # Connections that were greeted; broadcasts go only to these, so a
+        # client waiting for the load gets nothing before our step 1.
+        self._receivers: set[Connection] = set()
         self.loaded = asyncio.Event()
         self.load_error: BaseException | None = None
         self.unload_handle: asyncio.TimerHandle | None = None
@@ -161,10 +164,12 @@ class Room:
         states = self.awareness.encode_all()
         if states is not None:
             connection.send(encode_awareness(states))
+        self._receivers.add(connection)
 
     def detach(self, connection: Connection) -> None:
         """Remove a connection and announce the removal of its awareness states."""
         self.connections.discard(connection)
+        self._receivers.discard(connection)
         removal = self.awareness.remove_owner(connection.id, time.monotonic())
         if removal is not None:
             self._broadcast(encode_awareness(removal), None)
@@ -294,6 +299,6 @@ class Room:
         return frames
 
     def _broadcast(self, frame: bytes, origin: Connection | None) -> None:
-        for connection in self.connections:
+        for connection in self._receivers:
             if connection is not origin:
                 connection.send(frame)

@@ -267,7 +267,11 @@ class MeshNode:
         assert self.nc is not None
         inbox = self.nc.new_inbox()
         answers: list[Msg] = []
-        subscription = await self.nc.subscribe(inbox, cb=lambda msg: _append(answers, msg))
+
+        async def collect(msg: Msg) -> None:
+            answers.append(msg)
+
+        subscription = await self.nc.subscribe(inbox, cb=collect)
         try:
             await self.nc.publish(
                 self.subjects.sync(room.name),
@@ -421,11 +425,6 @@ class MeshNode:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _append(answers: list[Msg], msg: Msg):  # type: ignore[no-untyped-def]  # nats callback
-    answers.append(msg)
-    return asyncio.sleep(0)
 
 
 def _has_structs(update: bytes) -> bool:

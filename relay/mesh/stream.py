@@ -58,7 +58,8 @@ def differences(existing: StreamConfig, wanted: StreamSettings) -> list[str]:
         found.append(f"subjects are {existing.subjects}, configured {list(wanted.subjects)}")
     if (existing.num_replicas or 1) != wanted.replicas:
         found.append(f"replicas are {existing.num_replicas}, configured {wanted.replicas}")
-    storage = existing.storage.value if existing.storage is not None else "file"
+    # nats-py returns the storage as a plain string when reading a stream.
+    storage = getattr(existing.storage, "value", existing.storage) or "file"
     if storage != wanted.storage:
         found.append(f"storage is {storage}, configured {wanted.storage}")
     if existing.max_msg_size not in (None, -1) and existing.max_msg_size < wanted.max_msg_size:
