@@ -44,7 +44,7 @@ class Relay:
         self.config = config
         self.metrics = RelayMetrics()
         self.store = store or SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
-        self.mesh = MeshNode(mesh_config) if mesh_config is not None else None
+        self.mesh = MeshNode(mesh_config, self.metrics) if mesh_config is not None else None
         self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False
         self.websocket = WebSocketEndpoint(self.rooms, config.send_queue_bytes, lambda: self.shutting_down)
@@ -131,4 +131,6 @@ class Relay:
 
     async def _metrics(self, _request: Request) -> Response:
         self.metrics.store_pending_writes.set(getattr(self.store, "pending_writes", 0))
+        if self.mesh is not None:
+            self.mesh.status()
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

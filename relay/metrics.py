@@ -30,3 +30,17 @@ class RelayMetrics:
             "yrelay_store_pending_writes", "Store operations queued but not yet committed.", registry=self.registry
         )
         self.compactions = Counter("yrelay_compactions", "Snapshots written.", registry=self.registry)
+        self.mesh_published = Counter(
+            "yrelay_mesh_updates_published", "Updates queued for JetStream by this relay.", registry=self.registry
+        )
+        self.mesh_received = Counter(
+            "yrelay_mesh_updates_received",
+            "Update messages delivered by JetStream, by origin (this relay's own are skipped).",
+            ["origin"],
+            registry=self.registry,
+        )
+        self.mesh_unacknowledged = Gauge(
+            "yrelay_mesh_unacknowledged_updates", "Updates waiting for a JetStream acknowledgement.",
+            registry=self.registry,
+        )
+        self.mesh_connected = Gauge("yrelay_mesh_connected", "1 while connected to NATS.", registry=self.registry)

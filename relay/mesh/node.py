@@ -54,6 +54,7 @@ from .stream import StreamSettings, ensure_stream
 from .subjects import RELAY_HEADER, STATE_VECTOR_HEADER, Subjects
 
 if TYPE_CHECKING:
+    from ..metrics import RelayMetrics
     from ..room import Room
 
 LOGGER = logging.getLogger("yrelay.mesh")
@@ -94,15 +95,14 @@ class _RoomLinks:
 class MeshNode:
     """One relay's connection to NATS and JetStream."""
 
-    def __init__(self, config: MeshConfig) -> None:
+    def __init__(self, config: MeshConfig, metrics: RelayMetrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.relay_id = config.relay_id
         self.subjects = Subjects(config.subject_prefix)
         self.nc: Client | None = None
         self.publisher: UpdatePublisher | None = None
         self.rooms: dict[str, Room] = {}
-        self.messages_received = 0
-        self.messages_published = 0
         self._links: dict[str, _RoomLinks] = {}
         self._peers_seen: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -174,8 +174,10 @@ class MeshNode:
         return self.nc is not None and self.nc.is_connected
 
     def status(self) -> dict[str, Any]:
-        """What /readyz reports about the mesh."""
+        """What /readyz reports about the mesh; also refreshes the mesh gauges."""
         publisher = self.publisher
+        self.metrics.mesh_connected.set(1 if self.connected else 0)
+        self.metrics.mesh_unacknowledged.set(publisher.backlog if publisher else 0)
         return {
             "relay": self.relay_id,
             "connected": self.connected,
@@ -241,10 +243,12 @@ class MeshNode:
             caught_up.set()
 
         async def on_update(msg: Msg) -> None:
-            self.messages_received += 1
             headers = msg.headers or {}
             if headers.get(RELAY_HEADER) != self.relay_id:
+                self.metrics.mesh_received.labels(origin="peer").inc()
                 room.apply_from_mesh(msg.data, headers.get(RELAY_HEADER, "?"))
+            else:
+                self.metrics.mesh_received.labels(origin="self").inc()
             if not caught_up.is_set() and msg.metadata.sequence.stream >= last_sequence:
                 caught_up.set()
 
@@ -348,7 +352,7 @@ class MeshNode:
         """Queue a local update for JetStream."""
         if self.publisher is None:
             return
-        self.messages_published += 1
+        self.metrics.mesh_published.inc()
         self.publisher.publish(name, self.subjects.updates(name), update)
 
     def publish_awareness(self, name: str, payload: bytes) -> None:
