@@ -176,6 +176,10 @@ class SQLiteStore:
         """Queue a snapshot replacing every log entry of ``name`` queued before it."""
         return self._enqueue(_Operation("snapshot", name, snapshot, state_vector, self._new_future()))
 
+    async def delete(self, name: str) -> None:
+        """Remove ``name``'s snapshot and log, after the writes queued before."""
+        await self._enqueue(_Operation("delete", name, b"", b"", self._new_future()))
+
     async def flush(self) -> None:
         """Wait for every operation queued so far."""
         await self._enqueue(_Operation("barrier", "", b"", b"", self._new_future()))
@@ -245,6 +249,9 @@ class SQLiteStore:
                     connection.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (operation.doc, operation.data))
                 elif operation.kind == "snapshot":
                     self._write_snapshot(connection, operation, now)
+                elif operation.kind == "delete":
+                    connection.execute("DELETE FROM updates WHERE doc = ?", (operation.doc,))
+                    connection.execute("DELETE FROM snapshots WHERE doc = ?", (operation.doc,))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")

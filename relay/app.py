@@ -22,6 +22,7 @@ from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
 from .config import RelayConfig
+from .document_api import DocumentApi
 from .mesh.node import MeshConfig, MeshNode
 from .mesh.stream import StreamConfigConflict
 from .metrics import RelayMetrics
@@ -48,11 +49,13 @@ class Relay:
         self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False
         self.websocket = WebSocketEndpoint(self.rooms, config.send_queue_bytes, lambda: self.shutting_down)
+        self.documents = DocumentApi(self.rooms, config.max_message_size)
         self.http = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
+                *self.documents.routes(),
             ],
         )
 

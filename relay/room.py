@@ -96,6 +96,8 @@ class Room:
         self._receivers: set[Connection] = set()
         self.loaded = asyncio.Event()
         self.load_error: BaseException | None = None
+        # HTTP requests holding the room loaded; they keep it from unloading.
+        self.borrowers = 0
         self.unload_handle: asyncio.TimerHandle | None = None
         self._log_count = 0
         self._log_bytes = 0
@@ -128,6 +130,20 @@ class Room:
             # Stored bytes were produced by yrs itself, so this is corruption
             # on disk; the rest of the document is still served.
             LOGGER.error("stored %s is invalid and was skipped doc=%s: %s", what, self.name, exc.__cause__)
+
+    @property
+    def is_idle(self) -> bool:
+        """True when no connection or HTTP request holds the room."""
+        return not self.connections and self.borrowers == 0
+
+    @property
+    def exists(self) -> bool:
+        """True once the document has any content, stored or new."""
+        return self.session.version > 0
+
+    def apply_from_api(self, update: bytes) -> None:
+        """Apply an update sent through the HTTP API, like one from a client."""
+        self._apply_from(None, update)
 
     @property
     def is_dirty(self) -> bool:

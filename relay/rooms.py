@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, AsyncIterator
 
 from persistence import DocumentStore, StoreUnavailable
 
@@ -64,17 +65,64 @@ class RoomManager:
         Raises ``StoreUnavailable`` when the document cannot be read; the
         connection is then not attached.
         """
+        room = self._room_for(name)
+        room.attach(connection)
+        await room.loaded.wait()
+        if room.load_error is not None:
+            room.connections.discard(connection)
+            raise StoreUnavailable(f"cannot load document {name!r}") from room.load_error
+        return room
+
+    @asynccontextmanager
+    async def borrow(self, name: str) -> AsyncIterator[Room]:
+        """Hold the room of ``name`` loaded for the duration of an HTTP request.
+
+        Raises ``StoreUnavailable`` when the document cannot be read.
+        """
+        room = self._room_for(name)
+        room.borrowers += 1
+        if room.unload_handle is not None:
+            room.unload_handle.cancel()
+            room.unload_handle = None
+        try:
+            await room.loaded.wait()
+            if room.load_error is not None:
+                raise StoreUnavailable(f"cannot load document {name!r}") from room.load_error
+            yield room
+        finally:
+            room.borrowers -= 1
+            self._schedule_unload(room)
+
+    async def delete(self, name: str, code: int, reason: str) -> None:
+        """Remove a document from memory, storage and the mesh log.
+
+        Its connections are closed with ``code``. A client that still holds
+        the document and reconnects sends its content again through the sync
+        handshake, so the document then exists again, once.
+        """
+        room = self.rooms.pop(name, None)
+        if room is not None:
+            self.metrics.rooms_loaded.set(len(self.rooms))
+            for connection in list(room.connections):
+                connection.close(code, reason)
+            if room.unload_handle is not None:
+                room.unload_handle.cancel()
+            await room.flush()
+            if self.mesh is not None:
+                await self.mesh.detach_room(room)
+            room.session.close()
+        await self.store.delete(name)
+        if self.mesh is not None:
+            await self.mesh.purge(name)
+        LOGGER.info("deleted doc=%s", name)
+
+    def _room_for(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
             room = Room(name, self.store, self.config, self.metrics, self.mesh)
             self.rooms[name] = room
             self.metrics.rooms_loaded.set(len(self.rooms))
             self._spawn(self._load(room), f"load:{name}")
-        room.attach(connection)
-        await room.loaded.wait()
-        if room.load_error is not None:
-            room.connections.discard(connection)
-            raise StoreUnavailable(f"cannot load document {name!r}") from room.load_error
         return room
 
     async def _load(self, room: Room) -> None:
@@ -97,7 +145,10 @@ class RoomManager:
     def release(self, room: Room, connection: Connection) -> None:
         """Detach ``connection``; schedule the unload when the room empties."""
         room.detach(connection)
-        if room.connections or self.rooms.get(room.name) is not room:
+        self._schedule_unload(room)
+
+    def _schedule_unload(self, room: Room) -> None:
+        if not room.is_idle or self.rooms.get(room.name) is not room or room.unload_handle is not None:
             return
         loop = asyncio.get_running_loop()
         room.unload_handle = loop.call_later(
@@ -106,14 +157,14 @@ class RoomManager:
 
     async def _unload(self, room: Room) -> None:
         room.unload_handle = None
-        if room.connections:
+        if not room.is_idle:
             return
         if room.is_dirty:
             room.compact()
         await room.flush()
         # A connection may have arrived while the writes were committing; it
         # holds this room, so the room stays.
-        if room.connections or self.rooms.get(room.name) is not room:
+        if not room.is_idle or self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]
         self.metrics.rooms_loaded.set(len(self.rooms))

@@ -229,6 +229,13 @@ class MeshNode:
             except Exception as exc:
                 LOGGER.debug("consumer unsubscribe failed doc=%s: %r", room.name, exc)
 
+    async def purge(self, name: str) -> None:
+        """Remove a deleted document's log from the stream."""
+        if self.nc is None:
+            return
+        js = self.nc.jetstream()
+        await js.purge_stream(self.config.stream_name, subject=self.subjects.updates(name))
+
     async def _follow_log(self, room: Room, links: _RoomLinks) -> None:
         assert self.nc is not None
         js = self.nc.jetstream()

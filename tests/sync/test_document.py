@@ -132,3 +132,16 @@ def test_rejected_update_reports_what_was_integrated() -> None:
         session.apply_update(PARENT_NOT_A_TYPE)
     assert caught.value.integrated is None
     assert text_of(session) == "hi"
+
+
+def test_export_infers_root_kinds() -> None:
+    from pycrdt import Array
+
+    from sync.export import document_to_python
+
+    source = Doc()
+    source.get("t", type=Text).insert(0, "hi")
+    source.get("m", type=Map)["k"] = "v"
+    source.get("a", type=Array).extend([1, "x"])
+    exported = document_to_python(source.get_update())
+    assert exported == {"a": [1.0, "x"], "m": {"k": "v"}, "t": "hi"}

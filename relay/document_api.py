@@ -1,0 +1,98 @@
+"""HTTP document API: read, write and delete documents without a WebSocket.
+
+    GET    /docs/<name>                 the whole state as one Yjs v1 update
+                                        (application/octet-stream)
+    GET    /docs/<name>?format=json     the root types as JSON
+    POST   /docs/<name>                 apply the Yjs v1 update in the body; the
+                                        connected clients receive it like any
+                                        other edit
+    DELETE /docs/<name>                 remove the document from memory,
+                                        storage and the mesh log; its clients
+                                        are closed with 4410
+
+Errors are JSON objects ``{"error": "..."}``: 400 for an invalid name or
+update, 404 for a document with no content, 413 for a body above
+``--max-message-size``, 503 when storage cannot be read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from persistence import StoreUnavailable
+from sync.errors import CloseCode, InvalidUpdate
+from sync.export import document_to_python
+
+from .names import InvalidDocumentName, document_name_from_path
+from .rooms import RoomManager
+
+LOGGER = logging.getLogger("yrelay.api")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class DocumentApi:
+    """Starlette routes of the document API over one relay's rooms."""
+
+    def __init__(self, rooms: RoomManager, max_body_bytes: int) -> None:
+        self.rooms = rooms
+        self.max_body_bytes = max_body_bytes
+
+    def routes(self) -> list[Route]:
+        """The routes to mount in the relay's HTTP app."""
+        return [Route("/docs/{name:path}", self._document, methods=["GET", "POST", "DELETE"])]
+
+    async def _document(self, request: Request) -> Response:
+        try:
+            name = document_name_from_path(request.path_params["name"])
+        except InvalidDocumentName as exc:
+            return _error(400, str(exc))
+        try:
+            if request.method == "GET":
+                return await self._read(name, request.query_params.get("format", "update"))
+            if request.method == "POST":
+                return await self._write(name, request)
+            return await self._delete(name)
+        except StoreUnavailable as exc:
+            LOGGER.warning("storage unavailable doc=%s method=%s: %s", name, request.method, exc)
+            return _error(503, "storage unavailable, try again later")
+
+    async def _read(self, name: str, output_format: str) -> Response:
+        if output_format not in ("update", "json"):
+            return _error(400, f"unknown format {output_format!r}: use 'update' or 'json'")
+        async with self.rooms.borrow(name) as room:
+            if not room.exists:
+                return _error(404, f"document {name!r} not found")
+            state = room.session.encode_state()
+        if output_format == "json":
+            return JSONResponse(document_to_python(state))
+        return Response(state, media_type="application/octet-stream")
+
+    async def _write(self, name: str, request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > self.max_body_bytes:
+                return _error(413, f"update is larger than {self.max_body_bytes} bytes")
+        async with self.rooms.borrow(name) as room:
+            try:
+                room.apply_from_api(bytes(body))
+            except InvalidUpdate:
+                LOGGER.info("rejected update doc=%s source=http bytes=%d", name, len(body))
+                return _error(400, "body is not a valid Yjs v1 update")
+            await room.flush()
+        return Response(status_code=204)
+
+    async def _delete(self, name: str) -> Response:
+        async with self.rooms.borrow(name) as room:
+            found = room.exists
+        if not found:
+            return _error(404, f"document {name!r} not found")
+        await self.rooms.delete(name, CloseCode.DOCUMENT_DELETED, "document deleted")
+        return Response(status_code=204)
