@@ -18,6 +18,7 @@ from starlette.routing import Route
 from nats.errors import Error as NatsError
 
 from persistence import DocumentStore, StoreUnavailable
+from persistence.mongodb import MongoStore
 from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
@@ -32,6 +33,12 @@ from .websocket import CLOSE_TIMEOUT, Receive, Scope, Send, WebSocketEndpoint
 LOGGER = logging.getLogger("yrelay.app")
 
 
+def _default_store(config: RelayConfig) -> DocumentStore:
+    if config.mongodb_url is not None:
+        return MongoStore(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
+    return SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
+
+
 class StartupError(Exception):
     """The relay cannot start; the message says why and what to change."""
 
@@ -44,7 +51,7 @@ class Relay:
     ) -> None:
         self.config = config
         self.metrics = RelayMetrics()
-        self.store = store or SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
+        self.store = store or _default_store(config)
         self.mesh = MeshNode(mesh_config, self.metrics) if mesh_config is not None else None
         self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "it costs more CPU than it saves on small updates)")
     serve.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
                        help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
+    storage = serve.add_argument_group("MongoDB storage (replaces the SQLite file)")
+    storage.add_argument("--mongodb", default=None, metavar="URL",
+                         help="MongoDB connection string, e.g. mongodb://127.0.0.1:27017")
+    storage.add_argument("--mongodb-database", default="yrelay", help="database name (default %(default)s)")
+    storage.add_argument("--mongodb-write-concern", default="majority",
+                         help="write concern w: 'majority' or a number of members (default %(default)s)")
     mesh = serve.add_argument_group("mesh (NATS JetStream)")
     mesh.add_argument("--nats", action="append", default=[], metavar="URL",
                       help="NATS server URL, e.g. nats://127.0.0.1:4222; repeat or comma-separate for a cluster. "
@@ -97,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
             shutdown_grace=args.shutdown_grace,
             websocket_compression=args.websocket_compression,
             sqlite_synchronous=args.sqlite_synchronous,
+            mongodb_url=args.mongodb,
+            mongodb_database=args.mongodb_database,
+            mongodb_write_concern=args.mongodb_write_concern,
             log_level=args.log_level,
         )
         logging.basicConfig(
@@ -108,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
 
         mesh_config = None
         servers = [url.strip() for value in args.nats for url in value.split(",") if url.strip()]
+        if servers and args.mongodb:
+            # NOTE: relays of a mesh sharing one MongoDB need the compactor
+            # that folds the JetStream log into snapshots; until it exists,
+            # each relay's own update log would race the others' snapshots.
+            build_parser().error("--mongodb together with --nats is not supported yet; use the SQLite store per relay")
         if servers:
             mesh_config = MeshConfig(
                 servers=servers,

@@ -34,4 +34,8 @@ class RelayConfig:
     # permessage-deflate costs more CPU than it saves on small Yjs updates.
     websocket_compression: bool = False
     sqlite_synchronous: str = "FULL"
+    # MongoDB replaces SQLite when set.
+    mongodb_url: str | None = None
+    mongodb_database: str = "yrelay"
+    mongodb_write_concern: str = "majority"
     log_level: str = "info"
