@@ -123,6 +123,14 @@ class MongoStore:
             raise StoreUnavailable(f"cannot read document from {self.description}: {exc}") from exc
         return StoredDocument(snapshot=bytes(snapshot["data"]) if snapshot else None, updates=updates)
 
+    async def list_documents(self) -> list[str]:
+        """Names of every stored document, sorted."""
+        try:
+            names = set(await self._db.snapshots.distinct("doc")) | set(await self._db.updates.distinct("doc"))
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"cannot list documents in {self.description}: {exc}") from exc
+        return sorted(names)
+
     async def ping(self) -> bool:
         """True when the server answers and the last write succeeded."""
         if self._client is None or not self._healthy:

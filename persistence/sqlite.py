@@ -151,6 +151,22 @@ class SQLiteStore:
                 raise StoreUnavailable(f"cannot read document from {self.path}: {exc}") from exc
         return StoredDocument(snapshot=snapshot, updates=updates)
 
+    async def list_documents(self) -> list[str]:
+        """Names of every stored document, sorted."""
+        return await asyncio.to_thread(self._list_sync)
+
+    def _list_sync(self) -> list[str]:
+        if self._reader is None:
+            raise StoreUnavailable("store is closed")
+        with self._reader_lock:
+            try:
+                rows = self._reader.execute(
+                    "SELECT doc FROM snapshots UNION SELECT DISTINCT doc FROM updates ORDER BY doc"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot list documents in {self.path}: {exc}") from exc
+        return [row[0] for row in rows]
+
     async def ping(self) -> bool:
         """True when the file answers a query and the last commit succeeded."""
         if self._reader is None or not self._healthy:

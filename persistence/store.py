@@ -54,6 +54,9 @@ class DocumentStore(Protocol):
     def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> Awaitable[None]:
         """Queue a snapshot that replaces the log entries queued before it."""
 
+    async def list_documents(self) -> list[str]:
+        """Names of every stored document, sorted."""
+
     async def delete(self, name: str) -> None:
         """Remove a document, after every write queued for it before."""
 

@@ -33,7 +33,8 @@ from .websocket import CLOSE_TIMEOUT, Receive, Scope, Send, WebSocketEndpoint
 LOGGER = logging.getLogger("yrelay.app")
 
 
-def _default_store(config: RelayConfig) -> DocumentStore:
+def default_store(config: RelayConfig) -> DocumentStore:
+    """The store ``config`` selects: MongoDB when a URL is set, else SQLite."""
     if config.mongodb_url is not None:
         return MongoStore(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
     return SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
@@ -51,7 +52,7 @@ class Relay:
     ) -> None:
         self.config = config
         self.metrics = RelayMetrics()
-        self.store = store or _default_store(config)
+        self.store = store or default_store(config)
         self.mesh = MeshNode(mesh_config, self.metrics) if mesh_config is not None else None
         self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from .config import MIB, RelayConfig
@@ -32,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run a relay (embedded SQLite storage by default)")
     serve.add_argument("--host", default=defaults.host, help="address to listen on (default %(default)s)")
     serve.add_argument("--port", type=int, default=defaults.port, help="TCP port (default %(default)s)")
-    serve.add_argument("--data-dir", type=Path, default=defaults.data_dir,
-                       help="folder of the SQLite file (default ./%(default)s)")
+    _add_storage_options(serve, defaults)
     serve.add_argument("--max-message-size", type=_positive_int, default=defaults.max_message_size,
                        help="largest inbound WebSocket message in bytes; larger ones close with 1009 "
                             f"(default {defaults.max_message_size // MIB} MiB)")
@@ -58,14 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--websocket-compression", action="store_true",
                        help="accept permessage-deflate when a client offers it (off by default: "
                             "it costs more CPU than it saves on small updates)")
-    serve.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
-                       help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
-    storage = serve.add_argument_group("MongoDB storage (replaces the SQLite file)")
-    storage.add_argument("--mongodb", default=None, metavar="URL",
-                         help="MongoDB connection string, e.g. mongodb://127.0.0.1:27017")
-    storage.add_argument("--mongodb-database", default="yrelay", help="database name (default %(default)s)")
-    storage.add_argument("--mongodb-write-concern", default="majority",
-                         help="write concern w: 'majority' or a number of members (default %(default)s)")
     mesh = serve.add_argument_group("mesh (NATS JetStream)")
     mesh.add_argument("--nats", action="append", default=[], metavar="URL",
                       help="NATS server URL, e.g. nats://127.0.0.1:4222; repeat or comma-separate for a cluster. "
@@ -82,12 +74,73 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default %(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,
                        choices=("debug", "info", "warning", "error"), help="(default %(default)s)")
+    for name, help_text, folder_help in (
+        ("export", "write every stored document to a folder", "folder to write into (created if missing)"),
+        ("import", "store every document of an export folder", "folder written by 'yrelay export'"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("folder", type=Path, help=folder_help)
+        _add_storage_options(command, defaults)
+        command.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return parser
+
+
+def _add_storage_options(parser: argparse.ArgumentParser, defaults: RelayConfig) -> None:
+    parser.add_argument("--data-dir", type=Path, default=defaults.data_dir,
+                        help="folder of the SQLite file (default ./%(default)s)")
+    parser.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
+                        help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
+    storage = parser.add_argument_group("MongoDB storage (replaces the SQLite file)")
+    storage.add_argument("--mongodb", default=None, metavar="URL",
+                         help="MongoDB connection string, e.g. mongodb://127.0.0.1:27017")
+    storage.add_argument("--mongodb-database", default=defaults.mongodb_database,
+                         help="database name (default %(default)s)")
+    storage.add_argument("--mongodb-write-concern", default=defaults.mongodb_write_concern,
+                         help="write concern w: 'majority' or a number of members (default %(default)s)")
+
+
+def _run_backup(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from persistence import StoreUnavailable
+
+    from .app import default_store
+    from .backup import BackupFormatError, export_documents, import_documents
+
+    config = RelayConfig(
+        data_dir=args.data_dir,
+        sqlite_synchronous=args.sqlite_synchronous,
+        mongodb_url=args.mongodb,
+        mongodb_database=args.mongodb_database,
+        mongodb_write_concern=args.mongodb_write_concern,
+    )
+
+    async def run() -> int:
+        store = default_store(config)
+        await store.open()
+        try:
+            if args.command == "export":
+                return await export_documents(store, args.folder)
+            return await import_documents(store, args.folder)
+        finally:
+            await store.close()
+
+    try:
+        count = asyncio.run(run())
+    except (StoreUnavailable, BackupFormatError, OSError) as exc:
+        print(f"yrelay {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    verb = "exported to" if args.command == "export" else "imported from"
+    print(f"{count} documents {verb} {args.folder}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``yrelay`` command."""
     args = build_parser().parse_args(argv)
+    if args.command in ("export", "import"):
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        _run_backup(args)
+        return
     if args.command == "serve":
         config = RelayConfig(
             host=args.host,
