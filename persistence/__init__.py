@@ -1,5 +1,5 @@
 """Document storage behind one interface (``DocumentStore``)."""
 
-from .store import DocumentStore, StoredDocument, StoreUnavailable
+from .store import DocumentStore, StoredDocument, StoreUnavailable, VersionInfo
 
-__all__ = ["DocumentStore", "StoredDocument", "StoreUnavailable"]
+__all__ = ["DocumentStore", "StoredDocument", "StoreUnavailable", "VersionInfo"]

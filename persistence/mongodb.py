@@ -7,6 +7,8 @@ of updates after it, in two collections:
                unique index on doc
     updates    {doc, seq, data}
                unique index on (doc, seq)
+    versions   {doc, version_id, created_at, size, data}
+               unique index on (doc, version_id); the newest N are kept
 
 ``seq`` is a per-relay counter that starts above the highest stored value,
 so entries of one document sort in the order they were written.
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
-from .store import StoredDocument, StoreUnavailable
+from .store import StoredDocument, StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.mongodb")
 
@@ -92,6 +94,7 @@ class MongoStore:
         try:
             await self._db.snapshots.create_index([("doc", ASCENDING)], unique=True)
             await self._db.updates.create_index([("doc", ASCENDING), ("seq", ASCENDING)], unique=True)
+            await self._db.versions.create_index([("doc", ASCENDING), ("version_id", ASCENDING)], unique=True)
             newest = await self._db.updates.find_one({}, sort=[("seq", -1)], projection={"seq": 1})
             newest_snapshot = await self._db.snapshots.find_one({}, sort=[("through_seq", -1)], projection={"through_seq": 1})
         except PyMongoError as exc:
@@ -122,6 +125,26 @@ class MongoStore:
         except PyMongoError as exc:
             raise StoreUnavailable(f"cannot read document from {self.description}: {exc}") from exc
         return StoredDocument(snapshot=bytes(snapshot["data"]) if snapshot else None, updates=updates)
+
+    def save_version(self, name: str, state: bytes, keep: int) -> asyncio.Future[None]:
+        """Queue ``state`` as a new version of ``name``, keeping the newest ``keep``."""
+        return self._enqueue("version", name, state, str(keep).encode())
+
+    async def list_versions(self, name: str) -> list[VersionInfo]:
+        """The kept versions of ``name``, oldest first."""
+        try:
+            cursor = self._db.versions.find({"doc": name}, projection={"data": 0}).sort("version_id", ASCENDING)
+            return [VersionInfo(entry["version_id"], entry["created_at"], entry["size"]) async for entry in cursor]
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
+
+    async def load_version(self, name: str, version_id: int) -> bytes | None:
+        """The state saved as ``version_id`` of ``name``, or None."""
+        try:
+            entry = await self._db.versions.find_one({"doc": name, "version_id": version_id})
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
+        return bytes(entry["data"]) if entry else None
 
     async def list_documents(self) -> list[str]:
         """Names of every stored document, sorted."""
@@ -223,9 +246,12 @@ class MongoStore:
             appends = []
             if operation.kind == "snapshot":
                 await self._write_snapshot(operation)
+            elif operation.kind == "version":
+                await self._write_version(operation)
             elif operation.kind == "delete":
                 await self._db.updates.delete_many({"doc": operation.doc})
                 await self._db.snapshots.delete_many({"doc": operation.doc})
+                await self._db.versions.delete_many({"doc": operation.doc})
         await self._insert(appends)
 
     def _append_document(self, operation: _Operation) -> dict[str, object]:
@@ -250,6 +276,17 @@ class MongoStore:
                 await self._db.updates.update_one(
                     {"doc": document["doc"], "seq": document["seq"]}, {"$setOnInsert": document}, upsert=True
                 )
+
+    async def _write_version(self, operation: _Operation) -> None:
+        keep = int(operation.state_vector.decode())
+        newest = await self._db.versions.find_one({"doc": operation.doc}, sort=[("version_id", -1)])
+        version_id = (newest["version_id"] if newest else 0) + 1
+        await self._db.versions.update_one(
+            {"doc": operation.doc, "version_id": version_id},
+            {"$setOnInsert": {"created_at": time.time(), "size": len(operation.data), "data": operation.data}},
+            upsert=True,
+        )
+        await self._db.versions.delete_many({"doc": operation.doc, "version_id": {"$lte": version_id - keep}})
 
     async def _write_snapshot(self, operation: _Operation) -> None:
         newest = await self._db.updates.find_one({"doc": operation.doc}, sort=[("seq", -1)], projection={"seq": 1})

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import StoredDocument, StoreUnavailable
+from .store import StoredDocument, StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.sqlite")
 
@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS updates (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS updates_by_doc ON updates (doc, seq);
+CREATE TABLE IF NOT EXISTS versions (
+    version_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_doc ON versions (doc, version_id);
 CREATE TABLE IF NOT EXISTS snapshots (
     doc TEXT PRIMARY KEY,
     data BLOB NOT NULL,
@@ -150,6 +157,35 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot read document from {self.path}: {exc}") from exc
         return StoredDocument(snapshot=snapshot, updates=updates)
+
+    def save_version(self, name: str, state: bytes, keep: int) -> asyncio.Future[None]:
+        """Queue ``state`` as a new version of ``name``, keeping the newest ``keep``."""
+        return self._enqueue(_Operation("version", name, state, str(keep).encode(), self._new_future()))
+
+    async def list_versions(self, name: str) -> list[VersionInfo]:
+        """The kept versions of ``name``, oldest first."""
+        rows = await asyncio.to_thread(
+            self._read_rows,
+            "SELECT version_id, created_at, LENGTH(data) FROM versions WHERE doc = ? ORDER BY version_id",
+            (name,),
+        )
+        return [VersionInfo(row[0], row[1], row[2]) for row in rows]
+
+    async def load_version(self, name: str, version_id: int) -> bytes | None:
+        """The state saved as ``version_id`` of ``name``, or None."""
+        rows = await asyncio.to_thread(
+            self._read_rows, "SELECT data FROM versions WHERE doc = ? AND version_id = ?", (name, version_id)
+        )
+        return rows[0][0] if rows else None
+
+    def _read_rows(self, query: str, parameters: tuple[object, ...]) -> list[tuple[object, ...]]:
+        if self._reader is None:
+            raise StoreUnavailable("store is closed")
+        with self._reader_lock:
+            try:
+                return self._reader.execute(query, parameters).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read {self.path}: {exc}") from exc
 
     async def list_documents(self) -> list[str]:
         """Names of every stored document, sorted."""
@@ -265,9 +301,12 @@ class SQLiteStore:
                     connection.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (operation.doc, operation.data))
                 elif operation.kind == "snapshot":
                     self._write_snapshot(connection, operation, now)
+                elif operation.kind == "version":
+                    self._write_version(connection, operation, now)
                 elif operation.kind == "delete":
                     connection.execute("DELETE FROM updates WHERE doc = ?", (operation.doc,))
                     connection.execute("DELETE FROM snapshots WHERE doc = ?", (operation.doc,))
+                    connection.execute("DELETE FROM versions WHERE doc = ?", (operation.doc,))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -295,6 +334,21 @@ class SQLiteStore:
             (operation.doc, operation.data, operation.state_vector, last_seq, now),
         )
         connection.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (operation.doc, last_seq))
+
+    @staticmethod
+    def _write_version(connection: sqlite3.Connection, operation: _Operation, now: float) -> None:
+        keep = int(operation.state_vector.decode())
+        connection.execute(
+            "INSERT INTO versions (doc, created_at, data) VALUES (?, ?, ?)", (operation.doc, now, operation.data)
+        )
+        connection.execute(
+            """
+            DELETE FROM versions WHERE doc = ? AND version_id NOT IN (
+                SELECT version_id FROM versions WHERE doc = ? ORDER BY version_id DESC LIMIT ?
+            )
+            """,
+            (operation.doc, operation.doc, keep),
+        )
 
     def _resolve(self, batch: list[_Operation]) -> None:
         self._pending -= len(batch)

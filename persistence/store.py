@@ -34,6 +34,15 @@ class StoredDocument:
         return sum(len(update) for update in self.updates)
 
 
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One kept version of a document."""
+
+    version_id: int
+    created_at: float
+    size: int
+
+
 class DocumentStore(Protocol):
     """A place that keeps documents across restarts."""
 
@@ -53,6 +62,15 @@ class DocumentStore(Protocol):
 
     def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> Awaitable[None]:
         """Queue a snapshot that replaces the log entries queued before it."""
+
+    def save_version(self, name: str, state: bytes, keep: int) -> Awaitable[None]:
+        """Queue a copy of the whole state as a new version, keeping the newest ``keep``."""
+
+    async def list_versions(self, name: str) -> list[VersionInfo]:
+        """The kept versions of ``name``, oldest first."""
+
+    async def load_version(self, name: str, version_id: int) -> bytes | None:
+        """The state saved as ``version_id``, or None when there is no such version."""
 
     async def list_documents(self) -> list[str]:
         """Names of every stored document, sorted."""

@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--awareness-timeout", type=_non_negative_float, default=defaults.awareness_timeout,
                        help="seconds after which an awareness state that was not renewed is removed "
                             "(default %(default)s)")
+    serve.add_argument("--history-interval", type=_non_negative_float, default=defaults.history_interval,
+                       help="keep a copy of a document at most this often, in seconds, when its log is "
+                            "folded into a snapshot (default %(default)s)")
+    serve.add_argument("--history-keep", type=_positive_int, default=defaults.history_keep,
+                       help="number of copies kept per document (default %(default)s)")
     serve.add_argument("--shutdown-grace", type=_non_negative_float, default=defaults.shutdown_grace,
                        help="seconds SIGTERM waits for rooms to be committed (default %(default)s)")
     serve.add_argument("--websocket-compression", action="store_true",
@@ -154,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
             sync_chunk_bytes=args.sync_chunk_bytes,
             awareness_timeout=args.awareness_timeout,
             shutdown_grace=args.shutdown_grace,
+            history_interval=args.history_interval,
+            history_keep=args.history_keep,
             websocket_compression=args.websocket_compression,
             sqlite_synchronous=args.sqlite_synchronous,
             mongodb_url=args.mongodb,

@@ -29,6 +29,10 @@ class RelayConfig:
     sync_chunk_bytes: int = 4 * MIB
     # y-protocols removes remote awareness states not renewed for 30 s.
     awareness_timeout: float = 30.0
+    # A copy of the whole document is kept at most this often (taken when
+    # its log is folded into a snapshot), and the newest history_keep stay.
+    history_interval: float = 600.0
+    history_keep: int = 20
     # Seconds SIGTERM waits for rooms to reach the disk before giving up.
     shutdown_grace: float = 10.0
     # permessage-deflate costs more CPU than it saves on small Yjs updates.

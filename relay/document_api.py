@@ -9,6 +9,11 @@
     DELETE /docs/<name>                 remove the document from memory,
                                         storage and the mesh log; its clients
                                         are closed with 4410
+    GET    /versions/<name>             the kept versions: [{id, created_at, bytes}]
+    GET    /versions/<name>?id=N        one version's state (``&format=json`` too)
+    POST   /versions/<name>?id=N        restore it: the document is edited
+                                        forward to that content, and
+                                        connected clients receive the edit
 
 Errors are JSON objects ``{"error": "..."}``: 400 for an invalid name or
 update, 404 for a document with no content, 413 for a body above
@@ -46,7 +51,42 @@ class DocumentApi:
 
     def routes(self) -> list[Route]:
         """The routes to mount in the relay's HTTP app."""
-        return [Route("/docs/{name:path}", self._document, methods=["GET", "POST", "DELETE"])]
+        return [
+            Route("/docs/{name:path}", self._document, methods=["GET", "POST", "DELETE"]),
+            Route("/versions/{name:path}", self._versions, methods=["GET", "POST"]),
+        ]
+
+    async def _versions(self, request: Request) -> Response:
+        try:
+            name = document_name_from_path(request.path_params["name"])
+        except InvalidDocumentName as exc:
+            return _error(400, str(exc))
+        raw_id = request.query_params.get("id")
+        try:
+            if raw_id is None:
+                if request.method != "GET":
+                    return _error(400, "restoring needs ?id=<version id>")
+                versions = await self.rooms.store.list_versions(name)
+                return JSONResponse(
+                    [{"id": v.version_id, "created_at": v.created_at, "bytes": v.size} for v in versions]
+                )
+            if not raw_id.isdigit():
+                return _error(400, f"invalid version id {raw_id!r}: expected a number")
+            state = await self.rooms.store.load_version(name, int(raw_id))
+            if state is None:
+                return _error(404, f"version {raw_id} of document {name!r} not found")
+            if request.method == "POST":
+                async with self.rooms.borrow(name) as room:
+                    room.restore(state)
+                    await room.flush()
+                LOGGER.info("restored doc=%s version=%s", name, raw_id)
+                return Response(status_code=204)
+            if request.query_params.get("format", "update") == "json":
+                return JSONResponse(document_to_python(state))
+            return Response(state, media_type="application/octet-stream")
+        except StoreUnavailable as exc:
+            LOGGER.warning("storage unavailable doc=%s method=%s: %s", name, request.method, exc)
+            return _error(503, "storage unavailable, try again later")
 
     async def _document(self, request: Request) -> Response:
         try:

@@ -44,6 +44,7 @@ from sync.messages import (
     encode_sync_step2,
     encode_sync_update,
 )
+from sync.restore import restore_into
 from sync.update_format import split_update
 
 from .config import RelayConfig
@@ -103,6 +104,7 @@ class Room:
         self._log_bytes = 0
         self._snapshot_bytes = 0
         self._last_write: Awaitable[None] | None = None
+        self._last_version_at = 0.0
         self._reply_cache: dict[bytes, list[bytes]] = {}
         self._reply_cache_version = -1
 
@@ -118,6 +120,8 @@ class Room:
             self._apply_stored(update, "log entry")
         self._log_count = len(stored.updates)
         self._log_bytes = stored.log_bytes
+        versions = await self.store.list_versions(self.name)
+        self._last_version_at = versions[-1].created_at if versions else 0.0
         self.metrics.room_loads.inc()
         LOGGER.debug(
             "loaded doc=%s snapshot_bytes=%d log_entries=%d", self.name, self._snapshot_bytes, self._log_count
@@ -145,6 +149,15 @@ class Room:
         """Apply an update sent through the HTTP API, like one from a client."""
         self._apply_from(None, update)
 
+    def restore(self, old_state: bytes) -> None:
+        """Edit the document forward until it holds ``old_state``'s content.
+
+        Connected clients receive the edit as an ordinary update.
+        """
+        changed = self.session.edit(lambda doc: restore_into(doc, old_state))
+        if changed is not None:
+            self._accept_change(changed, None, publish=True)
+
     @property
     def is_dirty(self) -> bool:
         """True when the log has entries not yet folded into a snapshot."""
@@ -154,6 +167,10 @@ class Room:
         """Queue a snapshot of the current state, replacing the stored log."""
         snapshot = self.session.encode_state()
         self._last_write = self.store.replace_with_snapshot(self.name, snapshot, self.session.state_vector())
+        now = time.time()
+        if now - self._last_version_at >= self.config.history_interval:
+            self._last_write = self.store.save_version(self.name, snapshot, self.config.history_keep)
+            self._last_version_at = now
         self._snapshot_bytes = len(snapshot)
         self._log_count = 0
         self._log_bytes = 0

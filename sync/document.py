@@ -23,6 +23,8 @@ derives from the document (the relay caches sync step 2 frames) per version.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from pycrdt import Doc, TransactionEvent, merge_updates
 
 from .codec import Decoder
@@ -103,6 +105,17 @@ class DocumentSession:
             except _YrsRejected as second:
                 raise InvalidUpdate(integrated=integrated) from second.__cause__
             return _combine(integrated, retried)
+
+    def edit(self, change: Callable[[Doc], None]) -> bytes | None:
+        """Run ``change`` on the document and return the update it made, or None."""
+        self._captured = None
+        change(self.doc)
+        captured = self._captured
+        if captured is None:
+            return None
+        self._captured = None
+        self._changed()
+        return captured
 
     def _apply(self, update: bytes) -> bytes | None:
         self._captured = None

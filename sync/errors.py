@@ -23,6 +23,7 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
     INVALID_DOCUMENT_NAME = 4400
+    DOCUMENT_DELETED = 4410
 
 
 class ProtocolError(Exception):

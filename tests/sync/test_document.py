@@ -145,3 +145,29 @@ def test_export_infers_root_kinds() -> None:
     source.get("a", type=Array).extend([1, "x"])
     exported = document_to_python(source.get_update())
     assert exported == {"a": [1.0, "x"], "m": {"k": "v"}, "t": "hi"}
+
+
+def test_restore_edits_forward_to_old_content() -> None:
+    from pycrdt import Array
+
+    from sync.export import document_to_python
+    from sync.restore import restore_into
+
+    doc = Doc()
+    doc.get("t", type=Text).insert(0, "first draft")
+    doc.get("m", type=Map)["k"] = "v"
+    old_state = doc.get_update()
+    text = doc.get("t", type=Text)
+    del text[0 : len(text)]
+    text.insert(0, "rewritten ✓")
+    doc.get("m", type=Map)["extra"] = 1
+    doc.get("a", type=Array).extend([1, 2])
+    state_before_restore = doc.get_state()
+
+    restore_into(doc, old_state)
+
+    assert document_to_python(doc.get_update()) == {"a": [], "m": {"k": "v"}, "t": "first draft"}
+    assert doc.get_state() != state_before_restore, "restoring must add new changes, not rewind"
+    peer = Doc()
+    peer.apply_update(doc.get_update())
+    assert str(peer.get("t", type=Text)) == "first draft"
