@@ -80,7 +80,7 @@ class SQLiteStore:
     """``DocumentStore`` on a SQLite file in ``data_dir``."""
 
     def __init__(self, data_dir: Path, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
-        self.path = Path(data_dir) / FILE_NAME
+        self.path = Path(data_dir).resolve() / FILE_NAME
         self.description = f"sqlite:{self.path}"
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms

@@ -11,10 +11,27 @@ from .config import MIB, RelayConfig
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
+               "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3}
+
+
+def _size(text: str) -> int:
+    """Parse a byte size such as 1048576, 512KiB or 32MiB."""
+    stripped = text.strip()
+    digits = stripped.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    unit = stripped[len(digits):].strip().upper()
+    if not digits.isdigit() or unit not in _SIZE_UNITS or int(digits) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size in bytes such as 1048576, 512KiB or 32MiB, got {text!r}")
+    return int(digits) * _SIZE_UNITS[unit]
 
 
 def _non_negative_float(text: str) -> float:
@@ -34,20 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=defaults.host, help="address to listen on (default %(default)s)")
     serve.add_argument("--port", type=int, default=defaults.port, help="TCP port (default %(default)s)")
     _add_storage_options(serve, defaults)
-    serve.add_argument("--max-message-size", type=_positive_int, default=defaults.max_message_size,
+    serve.add_argument("--max-message-size", type=_size, default=defaults.max_message_size,
                        help="largest inbound WebSocket message in bytes; larger ones close with 1009 "
                             f"(default {defaults.max_message_size // MIB} MiB)")
     serve.add_argument("--unload-grace", type=_non_negative_float, default=defaults.unload_grace,
                        help="seconds a room without connections stays loaded (default %(default)s)")
     serve.add_argument("--compact-updates", type=_positive_int, default=defaults.compact_updates,
                        help="fold a document's log into a snapshot after this many updates (default %(default)s)")
-    serve.add_argument("--compact-bytes", type=_positive_int, default=defaults.compact_bytes,
+    serve.add_argument("--compact-bytes", type=_size, default=defaults.compact_bytes,
                        help="or after this many log bytes, at least the snapshot's size "
                             f"(default {defaults.compact_bytes // MIB} MiB)")
-    serve.add_argument("--send-queue-bytes", type=_positive_int, default=defaults.send_queue_bytes,
+    serve.add_argument("--send-queue-bytes", type=_size, default=defaults.send_queue_bytes,
                        help="bytes queued for one slow reader before it is closed with 1013 "
                             f"(default {defaults.send_queue_bytes // MIB} MiB)")
-    serve.add_argument("--sync-chunk-bytes", type=_positive_int, default=defaults.sync_chunk_bytes,
+    serve.add_argument("--sync-chunk-bytes", type=_size, default=defaults.sync_chunk_bytes,
                        help="split a sync step 2 reply larger than this into several messages "
                             f"(default {defaults.sync_chunk_bytes // MIB} MiB)")
     serve.add_argument("--awareness-timeout", type=_non_negative_float, default=defaults.awareness_timeout,
@@ -78,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds without a heartbeat after which a relay's awareness states are removed "
                            "(default %(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,
-                       choices=("debug", "info", "warning", "error"), help="(default %(default)s)")
+                       choices=("debug", "info", "warning", "error"),
+                       help="lowest level of log lines written to standard error (default %(default)s)")
     for name, help_text, folder_help in (
         ("export", "write every stored document to a folder", "folder to write into (created if missing)"),
         ("import", "store every document of an export folder", "folder written by 'yrelay export'"),
@@ -86,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("folder", type=Path, help=folder_help)
         _add_storage_options(command, defaults)
-        command.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+        command.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                             help="lowest level of log lines written to standard error (default %(default)s)")
     return parser
 
 

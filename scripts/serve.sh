@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Install yrelay into ./.venv (once) and run `yrelay serve` with any arguments given.
+# Install yrelay into .venv beside this repository (once) and run
+# `yrelay serve` with any arguments given. Relative paths in the arguments,
+# such as --data-dir, are taken from the folder you run this from.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+if [ ! -x "$repo/.venv/bin/python" ]; then
+    "$PYTHON" -m venv "$repo/.venv"
 fi
-if ! .venv/bin/python -c "import relay, pycrdt, hypercorn" 2>/dev/null; then
-    .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e .
+if ! "$repo/.venv/bin/python" -c "import relay, pycrdt, hypercorn, nats, pymongo" 2>/dev/null; then
+    "$repo/.venv/bin/pip" install --quiet -e "$repo"
 fi
-exec .venv/bin/yrelay serve "$@"
+exec "$repo/.venv/bin/yrelay" serve "$@"

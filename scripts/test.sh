@@ -8,7 +8,6 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
 if command -v npm >/dev/null 2>&1; then
     (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)

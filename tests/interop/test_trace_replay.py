@@ -13,7 +13,7 @@ import pytest
 
 from tests.interop.helpers import first_difference
 from tests.support.node import run_scenario
-from tests.support.settings import traces_dir
+from tests.support.settings import trace_file
 
 TRACE = "sequential/automerge-paper.json.gz"
 # One Yjs transaction per trace txn, as a person typing would produce: 259,778
@@ -25,9 +25,7 @@ REPLAY_TIMEOUT = 600.0
 
 @pytest.mark.slow
 def test_trace_replay_survives_restart(start_server, record_property) -> None:
-    trace_path = traces_dir() / TRACE
-    if not trace_path.is_file():
-        pytest.skip(f"editing trace not found at {trace_path}; set YRELAY_TRACES_DIR to the traces folder")
+    trace_path = trace_file(TRACE)
     with gzip.open(trace_path, "rt", encoding="utf-8") as trace_file:
         end_content = json.load(trace_file)["endContent"]
     server = start_server(needs_persistence=True)

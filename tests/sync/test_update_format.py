@@ -11,7 +11,6 @@ import gzip
 import json
 import random
 import time
-from pathlib import Path
 
 import pytest
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText, merge_updates
@@ -19,8 +18,9 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText, merg
 from sync.codec import Decoder, encode_varstring, encode_varuint
 from sync.errors import InvalidUpdate
 from sync.update_format import MAX_ANY_DEPTH, _walk, split_update, validate_update
+from tests.support.settings import trace_file
 
-TRACE = Path("/work/shared/data/traces/sequential/automerge-paper.json.gz")
+TRACE = "sequential/automerge-paper.json.gz"
 
 U_HI = bytes.fromhex("01 01 01 00 04 01 01 74 02 68 69 00")
 
@@ -238,7 +238,7 @@ def coalesce(patches: list[list]) -> list[list]:
 @pytest.fixture(scope="module")
 def trace_update() -> tuple[bytes, str]:
     """The automerge-paper editing trace replayed into one pycrdt Text."""
-    trace = json.loads(gzip.decompress(TRACE.read_bytes()))
+    trace = json.loads(gzip.decompress(trace_file(TRACE).read_bytes()))
     patches = coalesce([patch for txn in trace["txns"] for patch in txn["patches"]])
     doc = Doc(client_id=42)
     text = doc.get("t", type=Text)
