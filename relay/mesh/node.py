@@ -23,10 +23,13 @@ Awareness is plain NATS, not stored. Relays publish heartbeats; when one
 falls silent for ``peer_timeout`` seconds, the awareness states its clients
 set are removed at every other relay and announced to their clients.
 
-Error handling: NATS being down never blocks a room. Publishes queue in
-``UpdatePublisher``; the ordered consumer resumes from its last sequence
-after a reconnect (nats-py recreates it), so nothing published meanwhile is
-missed; awareness and heartbeats are dropped while disconnected.
+Error handling: NATS being down never blocks a room for long. A room
+opened while the client knows it is disconnected is served from local state
+at once and linked to the mesh on reconnect; a JetStream request that hangs
+is bounded by ``JS_TIMEOUT``. Publishes queue in ``UpdatePublisher``; the
+ordered consumer resumes from its last sequence after a reconnect (nats-py
+recreates it), so nothing published meanwhile is missed; awareness and
+heartbeats are dropped while disconnected.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("yrelay.mesh")
 
+# Seconds a JetStream API request may take while a room opens, so a NATS
+# server that died unnoticed delays the room this long at most.
+JS_TIMEOUT = 2.0
+
 
 def new_relay_id() -> str:
     """A random relay id, short enough to read in logs."""
@@ -90,6 +97,11 @@ class MeshConfig:
 class _RoomLinks:
     subscriptions: list[Subscription]
     consumer: Any = None
+    # True once the room has its subscriptions, its log consumer and the
+    # peers' answers; rooms opened while NATS was down are linked again on
+    # reconnect until this holds.
+    complete: bool = False
+    linking: bool = False
 
 
 class MeshNode:
@@ -191,26 +203,49 @@ class MeshNode:
     # --- rooms ------------------------------------------------------------------
 
     async def attach_room(self, room: Room) -> None:
-        """Subscribe to a document and catch up from the stream and from peers."""
-        assert self.nc is not None
-        name = room.name
-        self.rooms[name] = room
+        """Subscribe to a document and catch up from the stream and from peers.
+
+        While NATS is unreachable this returns at once and the room is served
+        from local state; the catch-up runs when the connection returns.
+        """
+        self.rooms[room.name] = room
         links = _RoomLinks(subscriptions=[])
-        self._links[name] = links
-        try:
-            links.subscriptions.append(
-                await self.nc.subscribe(self.subjects.awareness(name), cb=self._awareness_handler(room))
+        self._links[room.name] = links
+        if not self.connected:
+            LOGGER.warning(
+                "NATS unreachable, doc=%s opened from local state; catch-up follows the reconnect relay=%s",
+                room.name, self.relay_id,
             )
-            links.subscriptions.append(
-                await self.nc.subscribe(self.subjects.sync(name), cb=self._sync_handler(room))
-            )
-            await self._follow_log(room, links)
-        except Exception as exc:
-            # NATS is down or slow: serve the room from local state; the
-            # consumer and peer answers catch up once NATS returns.
-            LOGGER.warning("mesh catch-up incomplete doc=%s relay=%s: %r", name, self.relay_id, exc)
             return
-        await self._ask_peers(room)
+        await self._link(room, links)
+
+    async def _link(self, room: Room, links: _RoomLinks) -> None:
+        assert self.nc is not None
+        links.linking = True
+        try:
+            if not links.subscriptions:
+                links.subscriptions.append(
+                    await self.nc.subscribe(self.subjects.awareness(room.name), cb=self._awareness_handler(room))
+                )
+                links.subscriptions.append(
+                    await self.nc.subscribe(self.subjects.sync(room.name), cb=self._sync_handler(room))
+                )
+            if links.consumer is None:
+                await self._follow_log(room, links)
+            await self._ask_peers(room)
+            links.complete = True
+        except Exception as exc:
+            # NATS went away or is slow: keep serving from local state; the
+            # next reconnect retries what is missing.
+            LOGGER.warning("mesh catch-up incomplete doc=%s relay=%s: %r", room.name, self.relay_id, exc)
+        finally:
+            links.linking = False
+
+    def _relink_incomplete_rooms(self) -> None:
+        for name, links in list(self._links.items()):
+            room = self.rooms.get(name)
+            if room is not None and not links.complete and not links.linking:
+                self._spawn(self._link(room, links), f"mesh-relink:{name}")
 
     async def detach_room(self, room: Room) -> None:
         """Stop following a document that was unloaded."""
@@ -238,7 +273,7 @@ class MeshNode:
 
     async def _follow_log(self, room: Room, links: _RoomLinks) -> None:
         assert self.nc is not None
-        js = self.nc.jetstream()
+        js = self.nc.jetstream(timeout=JS_TIMEOUT)
         subject = self.subjects.updates(room.name)
         try:
             last = await js.get_last_msg(self.config.stream_name, subject)
@@ -420,6 +455,7 @@ class MeshNode:
         self._errors_logged.clear()
         url = self.nc.connected_url.netloc if self.nc is not None and self.nc.connected_url else "?"
         LOGGER.info("reconnected to NATS relay=%s server=%s", self.relay_id, url)
+        self._relink_incomplete_rooms()
 
     async def _on_error(self, error: Exception) -> None:
         if isinstance(error, NatsTimeoutError):

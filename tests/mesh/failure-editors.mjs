@@ -7,12 +7,14 @@
 //
 //   {"cmd": "connect", "name", "url", "doc"}   new Y.Doc and provider; reply once synced
 //   {"cmd": "edit", "names", "edits", "intervalMs", "seed"}
-//       each named client makes `edits` random edits, one every `intervalMs`
-//       ms, whether or not its provider is connected; reply when all are done
+//       each named client makes `edits` random edits with `intervalMs` ms
+//       between them, whether or not its provider is connected; reply when
+//       all are done
 //   {"cmd": "move", "name", "url"}   destroy the provider and create one for
 //       `url` with the same Y.Doc; reply once synced
 //   {"cmd": "probe", "id", "writer", "reader"}   the writer sets key `id` of
-//       Y.Map "probes" and the reply says how many ms the reader took to see it
+//       Y.Map "probes", and the reply reports how many ms passed until the
+//       reader contained it
 //   {"cmd": "converge", "names", "timeoutMs"}   wait until the named clients
 //       have equal state vectors and content; reply with each client's state
 //   {"cmd": "fresh", "url", "doc"}   a new client syncs `doc` (by default the
@@ -20,6 +22,7 @@
 //       reported synced
 //
 // A command that fails replies with an "error" field instead.
+//
 // A client's state in a reply has the summary of lib.mjs plus "update", the
 // whole document as a base64 Yjs update. When stdin closes the script
 // destroys every provider and prints the final states as its result.
@@ -40,7 +43,7 @@ const clients = new Map()
 
 const clientNamed = (name) => {
   const client = clients.get(name)
-  if (client === undefined) throw new Error(`no client named "${name}"; connect it first`)
+  if (client === undefined) throw new Error(`no client named "${name}". Connect it first`)
   return client
 }
 

@@ -1,10 +1,10 @@
 """Failure injection for the NATS JetStream mesh, with real processes only.
 
 Each test runs a real nats-server (or a three-node cluster), real relays and
-real Yjs clients (yjs with y-websocket providers in Node, driven through
-``failure-editors.mjs`` beside this file), breaks one process while the
-clients edit one document, and then checks what the stream and the clients
-hold once everything is quiet.
+real Yjs clients: yjs with y-websocket providers in Node, driven through
+``failure-editors.mjs`` beside this file. It breaks one process while the
+clients edit one document. Once everything is quiet, it checks what the
+stream and the clients contain.
 
 An update counts as acknowledged by a relay when JetStream stored it: it is
 a message of stream YRELAY_UPDATES whose ``Yrelay-Relay`` header is that
@@ -39,7 +39,7 @@ from tests.interop.helpers import decode_state_vector, missing_clocks
 from tests.support.nats_server import NatsCluster, NatsServer
 from tests.support.node import ScenarioError, ScenarioProcess, ensure_node_modules
 from tests.support.raw_client import connect as raw_connect
-from tests.support.raw_client import fetch_metrics
+from tests.support.raw_client import doc_text, fetch_metrics, wait_until
 from tests.support.relay_process import RelayProcess, free_port
 
 STREAM = "YRELAY_UPDATES"
@@ -49,7 +49,7 @@ DOC_NAME = "mesh failure doc"
 # Edited by one client of relay A only, so after A dies its updates can reach
 # relay B through the stream alone.
 SOLO_DOC_NAME = "mesh failure solo doc"
-# ScenarioProcess runs scripts from tests/interop, where node_modules is.
+# ScenarioProcess runs scripts from tests/interop, where the npm packages are installed.
 EDITOR_SCRIPT = "../mesh/failure-editors.mjs"
 
 PUBLISHED = "yrelay_mesh_updates_published_total"
@@ -123,7 +123,7 @@ class MeshProcesses:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[MeshProcesses]:
-    """Start NATS and relays for one test; pytest shows their log tails when it fails."""
+    """Start NATS and relays for one test. pytest shows their log tails when the test fails."""
     processes = MeshProcesses(tmp_path)
     yield processes
     processes.stop_all()
@@ -155,14 +155,17 @@ class Editors:
         self.scenario.__exit__(*exc_info)
 
     def send(self, command: str, **fields: Any) -> None:
-        """Send one command; its reply arrives later (see ``reply``)."""
+        """Send one command without waiting for its reply (see ``reply``)."""
         proc = self.scenario.proc
         assert proc is not None and proc.stdin is not None
         proc.stdin.write(json.dumps({"cmd": command, **fields}) + "\n")
         proc.stdin.flush()
 
     def reply(self, step: str, timeout: float = COMMAND_TIMEOUT, **match: Any) -> dict[str, Any]:
-        """Return the reply to ``step`` whose fields equal ``match``; raise if it reports an error."""
+        """Return the reply to ``step`` whose fields equal ``match``.
+
+        Raises ``AssertionError`` when the reply reports that the command failed.
+        """
         deadline = time.monotonic() + timeout
         while True:
             for index, reply in enumerate(self._replies):
@@ -316,25 +319,25 @@ def client_doc(client: dict[str, Any]) -> Doc:
     return doc_from([base64.b64decode(client["update"])])
 
 
-def assert_contains(client: dict[str, Any], acknowledged: list[StreamMessage], what: str) -> None:
+def assert_contains(client: dict[str, Any], acknowledged: list[StreamMessage], description: str) -> None:
     """Assert that a client's document contains every update in ``acknowledged``."""
     holder = client["name"]
     doc = client_doc(client)
     have = decode_state_vector(doc.get_state())
     need = clock_ends(message.data for message in acknowledged)
     lacking = missing_clocks(have, need)
-    assert lacking == {}, f"{holder} lacks clock ranges of {what}, as (have, need) per client: {lacking}"
+    assert lacking == {}, f"{holder} lacks clock ranges of {description}, as (have, need) per client: {lacking}"
 
     encoded_before = doc.get_update()
     content_before = content(doc)
     for message in acknowledged:
         doc.apply_update(message.data)
-    assert content(doc) == content_before, f"applying {what} changed the content of {holder}"
-    assert doc.get_update() == encoded_before, f"applying {what} changed the encoded state of {holder}"
+    assert content(doc) == content_before, f"applying {description} changed the content of {holder}"
+    assert doc.get_update() == encoded_before, f"applying {description} changed the encoded state of {holder}"
 
 
 def assert_matches_stream(client: dict[str, Any], stream_doc: Doc) -> None:
-    """Assert that a client holds exactly the document the stream rebuilds."""
+    """Assert that a client's document equals the document rebuilt from the stream."""
     doc = client_doc(client)
     stream_state = decode_state_vector(stream_doc.get_state())
     client_state = decode_state_vector(doc.get_state())
@@ -374,8 +377,24 @@ def is_quiet(relay: RelayProcess) -> bool:
     return status == 200 and mesh.get("connected") is True and mesh.get("unacknowledged_updates") == 0
 
 
+def mesh_unavailable(relay: RelayProcess) -> bool:
+    """True when /readyz returns 503 "mesh unavailable" and reports the mesh disconnected."""
+    status, body = readyz(relay)
+    return (
+        status == 503
+        and body.get("status") == "mesh unavailable"
+        and body.get("mesh", {}).get("connected") is False
+    )
+
+
+def has_backlog(relay: RelayProcess) -> bool:
+    """True when /readyz reports updates not yet acknowledged by JetStream."""
+    _status, body = readyz(relay)
+    return body.get("mesh", {}).get("unacknowledged_updates", 0) > 0
+
+
 def wait_quiet(*relays: RelayProcess, timeout: float = QUIET_TIMEOUT) -> None:
-    """Wait until every relay answers /readyz 200 with no unacknowledged updates."""
+    """Wait until /readyz of every relay returns 200 with no unacknowledged updates."""
     poll_until(
         lambda: all(is_quiet(relay) for relay in relays),
         timeout,
@@ -412,7 +431,7 @@ def nats_port_of(relay: RelayProcess, ports: Iterable[int]) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    wanted = set(ports)
+    expected_ports = set(ports)
     found = set()
     with open("/proc/net/tcp") as table:
         next(table)
@@ -420,9 +439,9 @@ def nats_port_of(relay: RelayProcess, ports: Iterable[int]) -> int:
             fields = line.split()
             remote_port = int(fields[2].split(":")[1], 16)
             established = fields[3] == "01"
-            if established and fields[9] in inodes and remote_port in wanted:
+            if established and fields[9] in inodes and remote_port in expected_ports:
                 found.add(remote_port)
-    assert len(found) == 1, f"relay {relay.url} is connected to NATS ports {found}, expected exactly one of {wanted}"
+    assert len(found) == 1, f"relay {relay.url} is connected to NATS ports {found}, expected exactly one of {expected_ports}"
     return found.pop()
 
 
@@ -465,6 +484,7 @@ def test_relay_sigkill_keeps_acknowledged_updates(mesh: MeshProcesses, editors: 
     editors.connect(CLIENTS_ON_B, relay_b.url)
     editors.connect(["solo"], relay_a.url, SOLO_DOC_NAME)
 
+    edits_sent_at = time.monotonic()
     editors.send("edit", names=[*ALL_CLIENTS, "solo"], edits=300, intervalMs=10, seed=11)
     time.sleep(1.5)
     relay_a.kill()
@@ -475,7 +495,9 @@ def test_relay_sigkill_keeps_acknowledged_updates(mesh: MeshProcesses, editors: 
         editors.send("move", name=name, url=relay_b.url)
     for name in CLIENTS_ON_A:
         editors.reply("move", name=name)
-    editors.reply("edit", timeout=60)
+    moved_at = time.monotonic()
+    edited = editors.reply("edit", timeout=60)
+    assert moved_at < edits_sent_at + edited["ms"] / 1000, "the edits ended before A's clients moved to relay B"
 
     clients = editors.converge(ALL_CLIENTS)
     wait_quiet(relay_b)
@@ -497,7 +519,8 @@ def test_relay_sigkill_keeps_acknowledged_updates(mesh: MeshProcesses, editors: 
 
     solo_messages = of_document(stream, SOLO_DOC_NAME)
     assert len(solo_messages) >= 20, f"relay A acknowledged only {len(solo_messages)} updates of the solo document"
-    assert {message.relay for message in solo_messages} == {"relay-a"}
+    solo_relays = {message.relay for message in solo_messages}
+    assert solo_relays == {"relay-a"}, f"solo document messages came from {solo_relays}"
     assert_contains(solo_on_b, solo_messages, f"the {len(solo_messages)} solo updates relay A acknowledged")
     assert_matches_stream(solo_on_b, doc_from(message.data for message in solo_messages))
 
@@ -506,7 +529,7 @@ def test_relay_sigkill_keeps_acknowledged_updates(mesh: MeshProcesses, editors: 
 
 
 @pytest.mark.slow
-def test_nats_node_sigkill_in_cluster_loses_nothing(mesh: MeshProcesses, editors: Editors) -> None:
+def test_cluster_node_sigkill_loses_nothing(mesh: MeshProcesses, editors: Editors) -> None:
     cluster = mesh.start_cluster()
     relay_a = mesh.start_relay("relay-a", cluster.urls, "--nats-replicas", "3")
     relay_b = mesh.start_relay("relay-b", cluster.urls, "--nats-replicas", "3")
@@ -517,18 +540,21 @@ def test_nats_node_sigkill_in_cluster_loses_nothing(mesh: MeshProcesses, editors
     assert info.config.num_replicas == 3
 
     # Kill the node relay A publishes through, after making it the stream
-    # leader: relay A must reconnect and the stream must elect a new leader,
-    # both while acknowledgements are in flight.
+    # leader. Relay A must then reconnect and the stream must elect a new
+    # leader while acknowledgements are in flight.
     port = nats_port_of(relay_a, [node.port for node in cluster.nodes])
     victim = next(node for node in cluster.nodes if node.port == port)
     move_stream_leader(cluster.urls, victim.name)
 
-    editors.send("edit", names=ALL_CLIENTS, edits=400, intervalMs=10, seed=23)
+    edits_sent_at = time.monotonic()
+    editors.send("edit", names=ALL_CLIENTS, edits=600, intervalMs=10, seed=23)
     time.sleep(1.5)
     victim.kill()
     time.sleep(3.0)
     victim.start()
-    editors.reply("edit", timeout=90)
+    restarted_at = time.monotonic()
+    edited = editors.reply("edit", timeout=90)
+    assert restarted_at < edits_sent_at + edited["ms"] / 1000, "the edits ended before the NATS node restarted"
 
     clients = editors.converge(ALL_CLIENTS)
     wait_quiet(relay_a, relay_b)
@@ -556,23 +582,18 @@ def test_nats_outage_keeps_local_editing(mesh: MeshProcesses, editors: Editors) 
     editors.connect(CLIENTS_ON_A, relay_a.url)
     editors.connect(CLIENTS_ON_B, relay_b.url)
 
+    edits_sent_at = time.monotonic()
     editors.send("edit", names=ALL_CLIENTS, edits=700, intervalMs=20, seed=37)
     time.sleep(1.5)
     nats_server.stop()
     stopped_at = time.monotonic()
 
-    def unavailable(relay: RelayProcess) -> bool:
-        status, body = readyz(relay)
-        mesh_status = body.get("mesh", {})
-        return (
-            status == 503
-            and body.get("status") == "mesh unavailable"
-            and mesh_status.get("connected") is False
-            and mesh_status.get("unacknowledged_updates", 0) > 0
-        )
-
     for relay in (relay_a, relay_b):
-        poll_until(lambda: unavailable(relay), 5.0, lambda: f"/readyz of {relay.url} during the outage: {readyz(relay)}")
+        poll_until(
+            lambda: mesh_unavailable(relay) and has_backlog(relay),
+            5.0,
+            lambda: f"/readyz of {relay.url} during the outage: {readyz(relay)}",
+        )
 
     probes = []
     for round_number in range(3):
@@ -586,7 +607,9 @@ def test_nats_outage_keeps_local_editing(mesh: MeshProcesses, editors: Editors) 
 
     time.sleep(max(0.0, 10.0 - (time.monotonic() - stopped_at)))
     nats_server.start()
-    editors.reply("edit", timeout=90)
+    restarted_at = time.monotonic()
+    edited = editors.reply("edit", timeout=90)
+    assert restarted_at < edits_sent_at + edited["ms"] / 1000, "the edits ended before NATS started again"
 
     clients = editors.converge(ALL_CLIENTS)
     wait_quiet(relay_a, relay_b)
@@ -657,3 +680,60 @@ def test_replicas_conflict_exits_2(mesh: MeshProcesses) -> None:
     assert after.state.messages == before.state.messages
     assert after.state.last_seq == before.state.last_seq
     assert is_quiet(relay_a), "the relay that created the stream stopped being ready"
+
+
+@pytest.mark.slow
+async def test_outage_opened_room_syncs_promptly(mesh: MeshProcesses) -> None:
+    nats_server = mesh.start_nats()
+    relay = mesh.start_relay("relay-a", [nats_server.url])
+    nats_server.stop()
+    await asyncio.to_thread(poll_until, lambda: mesh_unavailable(relay), 5.0, lambda: f"/readyz: {readyz(relay)}")
+
+    client = await raw_connect(relay.url, "opened during the outage")
+    try:
+        started = time.monotonic()
+        await client.sync(timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        await client.close()
+    assert elapsed < 1.0, f"a document opened while NATS is down answered the sync handshake after {elapsed:.1f} s"
+
+
+@pytest.mark.slow
+async def test_outage_opened_room_converges(mesh: MeshProcesses) -> None:
+    nats_server = mesh.start_nats()
+    relay_a = mesh.start_relay("relay-a", [nats_server.url])
+    relay_b = mesh.start_relay("relay-b", [nats_server.url])
+    nats_server.stop()
+    for relay in (relay_a, relay_b):
+        await asyncio.to_thread(poll_until, lambda: mesh_unavailable(relay), 5.0, lambda: f"/readyz: {readyz(relay)}")
+
+    doc_name = "opened during the outage"
+    on_a = await raw_connect(relay_a.url, doc_name)
+    on_b = await raw_connect(relay_b.url, doc_name)
+    try:
+        await on_a.sync(timeout=15)
+        await on_b.sync(timeout=15)
+        await on_a.edit_text("[A during the outage]")
+        await on_b.edit_text("[B during the outage]")
+
+        nats_server.start()
+        await asyncio.to_thread(wait_quiet, relay_a, relay_b)
+        await on_a.edit_text("[A after the outage]")
+        await on_b.edit_text("[B after the outage]")
+
+        fragments = ["[A during the outage]", "[B during the outage]", "[A after the outage]", "[B after the outage]"]
+
+        def both_complete() -> bool:
+            return all(fragment in doc_text(client.doc) for client in (on_a, on_b) for fragment in fragments)
+
+        await wait_until(
+            both_complete,
+            15.0,
+            lambda: f"after NATS returned, relay A's client has {doc_text(on_a.doc)!r} "
+                    f"and relay B's client has {doc_text(on_b.doc)!r}",
+        )
+        assert doc_text(on_a.doc) == doc_text(on_b.doc)
+    finally:
+        await on_a.close()
+        await on_b.close()
