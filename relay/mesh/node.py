@@ -375,6 +375,15 @@ class MeshNode:
                 encode_varbytes(update) + encode_varbytes(awareness) + encode_varbytes(_deletions(room)),
                 headers={RELAY_HEADER: self.relay_id, STATE_VECTOR_HEADER: room.session.state_vector().hex()},
             )
+            # The asker read the stream before asking, so structs it lacks
+            # are, apart from messages still in flight, missing from the
+            # stream too: publish them so relays that open the room later
+            # find them there.
+            if _has_structs(update):
+                LOGGER.info(
+                    "publishing updates peer=%s lacked doc=%s bytes=%d", headers.get(RELAY_HEADER), room.name, len(update)
+                )
+                self.publish_update(room.name, update)
 
         return on_sync_request
 

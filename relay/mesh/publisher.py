@@ -4,8 +4,10 @@ An update counts as acknowledged by the relay once JetStream has stored it
 and answered. Until then it stays in this queue, in order, for as long as it
 takes: when NATS is down the relay keeps serving its clients, and the queue
 is published when NATS returns. Each message carries a ``Nats-Msg-Id`` made
-of the relay id and a counter, so a retry after a lost acknowledgement is
-dropped by JetStream's duplicate window instead of stored twice.
+of the relay id, a random token of this process and a counter, so a retry
+after a lost acknowledgement is dropped by JetStream's duplicate window
+instead of stored twice, while a relay restarted under the same id never
+reuses an id still inside that window.
 
 Up to ``WINDOW`` publishes are in flight at once. NATS keeps the order of
 messages sent on one connection, so the stream stores them in queue order.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +52,10 @@ class UpdatePublisher:
         self.failing_since: float | None = None
         self._queue: deque[_Pending] = deque()
         self._counter = 0
+        self._process_token = secrets.token_hex(4)
+        # Message ids JetStream has acknowledged once; a duplicate ack for
+        # any other id means an id was reused and the update was dropped.
+        self._acknowledged_ids: set[str] = set()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,7 +68,8 @@ class UpdatePublisher:
     def publish(self, doc: str, subject: str, data: bytes) -> None:
         """Queue an update; it is published in order and retried until acknowledged."""
         self._counter += 1
-        self._queue.append(_Pending(doc, subject, data, f"{self.relay_id}-{self._counter}"))
+        message_id = f"{self.relay_id}-{self._process_token}-{self._counter}"
+        self._queue.append(_Pending(doc, subject, data, message_id))
         self._idle.clear()
         self._wakeup.set()
 
@@ -111,12 +119,20 @@ class UpdatePublisher:
         return len(window)
 
     async def _publish_one(self, item: _Pending) -> None:
-        await self.js.publish(
+        ack = await self.js.publish(
             item.subject,
             item.data,
             timeout=ACK_TIMEOUT,
             headers={RELAY_HEADER: self.relay_id, MESSAGE_ID_HEADER: item.message_id},
         )
+        if ack.duplicate and item.message_id not in self._acknowledged_ids:
+            LOGGER.error(
+                "JetStream dropped an update as a duplicate of an earlier message id relay=%s doc=%s id=%s",
+                self.relay_id, item.doc, item.message_id,
+            )
+        self._acknowledged_ids.add(item.message_id)
+        if len(self._acknowledged_ids) > 100_000:
+            self._acknowledged_ids.clear()
 
     def _record_failure(self, item: _Pending, error: BaseException) -> None:
         self.failures += 1

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.nats_server import NatsServer
-from tests.support.relay_process import RelayProcess
+
+from .helpers import MeshRelay
 
 LOG_TAIL_LINES = 60
 
 _reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+_relays_key = pytest.StashKey[list[MeshRelay]]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -36,24 +38,13 @@ def _test_failed(request: pytest.FixtureRequest) -> bool:
     return any(report.failed for report in reports.values())
 
 
+def _started_relays(request: pytest.FixtureRequest) -> list[MeshRelay]:
+    return request.node.stash.setdefault(_relays_key, [])
+
+
 def _print_tail(title: str, text: str) -> None:
     tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
     print(f"--- last {LOG_TAIL_LINES} log lines of {title} ---\n{tail}")
-
-
-class MeshRelay(RelayProcess):
-    """A ``RelayProcess`` joined to the mesh, with its relay id and NATS URLs."""
-
-    def __init__(self, data_dir: Path, relay_id: str, nats_urls: list[str], extra_args: list[str]) -> None:
-        self.relay_id = relay_id
-        self.nats_urls = list(nats_urls)
-        args = ["--nats", ",".join(self.nats_urls), "--relay-id", relay_id, *extra_args]
-        super().__init__(data_dir, args)
-
-    @property
-    def database_path(self) -> Path:
-        """The relay's SQLite file."""
-        return self.data_dir / "yrelay.sqlite3"
 
 
 StartRelay = Callable[..., MeshRelay]
@@ -68,6 +59,11 @@ def nats_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nats
     """
     server = NatsServer(tmp_path / "nats" / "store").start()
     yield server
+    # ``mesh_relay`` may have requested this fixture after its own set-up,
+    # and then this teardown runs first. Relays stop before NATS, so their
+    # logs do not fill with reconnect errors.
+    for relay in _started_relays(request):
+        relay.stop(signal.SIGTERM)
     server.stop()
     if _test_failed(request):
         _print_tail(f"nats-server {server.url}", server.log_text())
@@ -84,7 +80,7 @@ def mesh_relay(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Start
     ``start=False`` the relay is only configured, so the test can start it
     later. Every relay is stopped with SIGTERM when the test ends.
     """
-    relays: list[MeshRelay] = []
+    relays = _started_relays(request)
 
     def make(relay_id: str, *extra_args: str, nats_urls: list[str] | None = None, start: bool = True) -> MeshRelay:
         if any(relay.relay_id == relay_id for relay in relays):

@@ -17,12 +17,27 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from pycrdt import Doc
 
-from tests.support.raw_client import fetch_metrics
+from tests.support.raw_client import AwarenessEntry, RawClient, fetch_metrics
 from tests.support.relay_process import RelayProcess
 
 STREAM_NAME = "YRELAY_UPDATES"
 SUBJECT_PREFIX = "yrelay"
 RELAY_HEADER = "Yrelay-Relay"
+
+
+class MeshRelay(RelayProcess):
+    """A ``RelayProcess`` joined to the mesh, with its relay id and NATS URLs."""
+
+    def __init__(self, data_dir: Path, relay_id: str, nats_urls: list[str], extra_args: list[str]) -> None:
+        self.relay_id = relay_id
+        self.nats_urls = list(nats_urls)
+        args = ["--nats", ",".join(self.nats_urls), "--relay-id", relay_id, *extra_args]
+        super().__init__(data_dir, args)
+
+    @property
+    def database_path(self) -> Path:
+        """The relay's SQLite file."""
+        return self.data_dir / "yrelay.sqlite3"
 
 
 def mesh_script(name: str) -> str:
@@ -53,7 +68,10 @@ class MeshCounters:
 
 
 def read_counters(relay: RelayProcess) -> MeshCounters:
-    """Read the mesh counters of ``relay``; a labelled counter never incremented reads 0."""
+    """Read the mesh counters of ``relay``.
+
+    A labelled counter that was never incremented has no sample and reads as 0.
+    """
     samples = fetch_metrics(relay.http_url)
     return MeshCounters(
         published=samples.get("yrelay_mesh_updates_published_total", 0.0),
@@ -126,29 +144,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, describe: Callable
         time.sleep(interval)
 
 
-def wait_for_quiet_counters(
-    relays: list[RelayProcess], settle: float, timeout: float
-) -> tuple[list[MeshCounters], float]:
-    """Wait until no mesh counter of ``relays`` moves for ``settle`` seconds.
-
-    Returns the counters and the time (``time.monotonic()``) when they last
-    changed. Raises ``AssertionError`` when they still move after
-    ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    last = [read_counters(relay) for relay in relays]
-    changed_at = time.monotonic()
-    while time.monotonic() - changed_at < settle:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"mesh counters still moving after {timeout} s: {last}")
-        time.sleep(0.1)
-        current = [read_counters(relay) for relay in relays]
-        if current != last:
-            last = current
-            changed_at = time.monotonic()
-    return last, changed_at
-
-
 def stored_document(database_path: Path, doc_name: str) -> Doc:
     """Rebuild ``doc_name`` from a relay's SQLite file, opened read-only.
 
@@ -169,3 +164,14 @@ def stored_document(database_path: Path, doc_name: str) -> Doc:
     for (blob,) in [*snapshots, *updates]:
         doc.apply_update(bytes(blob))
     return doc
+
+
+def awareness_removals(client: RawClient, client_id: int) -> list[tuple[float, AwarenessEntry]]:
+    """Return the null awareness entries of ``client_id`` that ``client`` received, with arrival times."""
+    return [
+        (received.at, entry)
+        for received in client.history
+        if received.message is not None and received.message.is_awareness
+        for entry in received.message.entries
+        if entry.client == client_id and entry.state is None
+    ]

@@ -1,5 +1,5 @@
 // Several providers on each relay of a mesh edit Y.Text, Y.Map and Y.Array
-// of two documents at the same time. When every client of a document holds
+// of two documents at the same time. When every client of a document has
 // the same state, a fresh client connects to each relay and its document is
 // captured at 'synced'. Prints every client's state vector and content.
 //

@@ -2,7 +2,7 @@
 // random inserts and deletes in the Y.Text "text" of one document at a fixed
 // rate. Halfway through, A's socket is dropped and A reconnects to S2 with
 // the same Y.Doc and a new provider. Meanwhile D edits a second document on
-// S1, where observer O shows what S1 has applied; the Python driver opens
+// S1, where observer O shows what S1 has applied. The Python driver opens
 // that document cold on S2 when this script announces "cold-open".
 // After two seconds of quiet a fresh client connects to each relay for
 // each document, and the script prints what every client holds.
@@ -23,7 +23,7 @@ const CONVERGE_TIMEOUT_MS = 30000
 const QUIET_MS = 2000
 // A reconnects this long after its socket was dropped.
 const RECONNECT_DELAY_MS = 20
-// Share of D's edits made before the cold open, so S1 holds edits then and
+// Share of D's edits made before the cold open, so S1 has edits then and
 // D keeps editing while S2 loads the document.
 const COLD_OPEN_AT = 0.3
 
@@ -39,7 +39,7 @@ const editOnce = (doc, name, index, random) => {
   }
 }
 
-// Edit on a fixed schedule, so the rate holds even when one edit is late.
+// Edit on a fixed schedule, so the rate stays even when one edit is late.
 // `beforeEdit(index)` runs before each edit.
 const editAtRate = async (client, edits, intervalMs, random, beforeEdit = () => {}) => {
   const started = performance.now()
@@ -75,7 +75,7 @@ const main = async () => {
   const dropAndMove = () => {
     const old = a.provider
     handoff.droppedAt = performance.now()
-    // terminate() ends the TCP connection without a close frame; destroy()
+    // terminate() ends the TCP connection without a close frame, and destroy()
     // then keeps the old provider from reconnecting to S1.
     old.ws.terminate()
     old.destroy()

@@ -20,7 +20,7 @@ from tests.interop.helpers import decode_state_vector_base64
 from tests.support.node import ScenarioProcess, run_scenario
 from tests.support.raw_client import AwarenessEntry, RawClient, awareness_update, connect, wait_until
 
-from .helpers import RELAY_HEADER, SUBJECT_PREFIX, mesh_script, read_counters
+from .helpers import RELAY_HEADER, SUBJECT_PREFIX, awareness_removals, mesh_script, read_counters
 
 CLIENTS_PER_RELAY = 2
 EDITS_PER_CLIENT = 80
@@ -29,13 +29,18 @@ SEED = 20240611
 # publishes the removal, so other relays see it well within this.
 REMOVAL_SEEN_WITHIN = 2.0
 PEER_TIMEOUT = 3.0
-# A relay checks for silent peers every heartbeat interval (2 s), so it
-# notices a dead peer between PEER_TIMEOUT and PEER_TIMEOUT + 2 s after the
-# peer's last message. The rest is slack for a loaded test machine.
+# A relay sends a heartbeat every 2 s and checks for silent peers at each
+# heartbeat, so it notices a dead peer between PEER_TIMEOUT and
+# PEER_TIMEOUT + HEARTBEAT_INTERVAL after the peer's last message.
+HEARTBEAT_INTERVAL = 2.0
+# The bound after the kill: the peer's last message came at most one
+# interval before it, and the rest is slack for a loaded test machine.
 PEER_REMOVAL_WITHIN = 8.0
 # Receive times of the relay and of this test's NATS subscriber differ by
 # scheduling delays.
 CLOCK_SLACK = 0.25
+# A heartbeat may come this much later than the interval on a busy machine.
+HEARTBEAT_SLACK = 0.5
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -91,21 +96,10 @@ def test_three_relays_converge(mesh_relay) -> None:
         assert counters.published > 0, f"relay {relay.relay_id} published none of its clients' updates"
 
 
-def removals_of(observer: RawClient, client_id: int) -> list[tuple[float, AwarenessEntry]]:
-    return [
-        (received.at, entry)
-        for received in observer.history
-        if received.message is not None and received.message.is_awareness
-        for entry in received.message.entries
-        if entry.client == client_id and entry.state is None
-    ]
-
-
 def states_of(observer: RawClient, client_id: int) -> list[AwarenessEntry]:
     return [entry for entry in observer.awareness_entries() if entry.client == client_id and entry.state is not None]
 
 
-@pytest.mark.slow
 async def test_killed_client_presence_removed(mesh_relay) -> None:
     relay_a = mesh_relay("ra")
     mesh_relay("rb")
@@ -122,16 +116,16 @@ async def test_killed_client_presence_removed(mesh_relay) -> None:
             lambda: f"observer on relay C never saw client {client_id}'s awareness state set on relay A",
         )
         assert states_of(observer, client_id)[-1].state == {"user": {"name": "A", "color": "#30bced"}}
-        assert removals_of(observer, client_id) == []
+        assert awareness_removals(observer, client_id) == []
 
         killed_at = time.monotonic()
         peer.kill()
 
     await wait_until(
-        lambda: bool(removals_of(observer, client_id)), REMOVAL_SEEN_WITHIN + 3,
+        lambda: bool(awareness_removals(observer, client_id)), REMOVAL_SEEN_WITHIN + 3,
         lambda: f"observer on relay C never saw client {client_id}'s state removed after its process was killed",
     )
-    removed_at, removal = removals_of(observer, client_id)[0]
+    removed_at, removal = awareness_removals(observer, client_id)[0]
     print(f"removal seen on relay C {removed_at - killed_at:.3f} s after the client process was killed")
     assert removed_at - killed_at <= REMOVAL_SEEN_WITHIN, (
         f"relay C announced the removal {removed_at - killed_at:.2f} s after the client on relay A was killed"
@@ -141,15 +135,20 @@ async def test_killed_client_presence_removed(mesh_relay) -> None:
 
 
 class PeerWatch:
-    """Records when this test's NATS connection last saw a message from each relay."""
+    """Arrival times of each relay's messages at this test's NATS connection."""
 
     def __init__(self) -> None:
         self.last_seen: dict[str, float] = {}
+        self.heartbeats: dict[str, list[float]] = {}
 
     async def on_message(self, msg: Msg) -> None:
         relay = (msg.headers or {}).get(RELAY_HEADER)
-        if relay:
-            self.last_seen[relay] = time.monotonic()
+        if not relay:
+            return
+        now = time.monotonic()
+        self.last_seen[relay] = now
+        if msg.subject == f"{SUBJECT_PREFIX}.hb.{relay}":
+            self.heartbeats.setdefault(relay, []).append(now)
 
 
 @pytest.mark.slow
@@ -172,19 +171,23 @@ async def test_killed_relay_presence_expires(mesh_relay, nats_server) -> None:
         lambda: "observer on relay C never saw the awareness state set on relay A",
     )
 
-    # Longer than the peer timeout: heartbeats keep relay A's states alive.
-    await asyncio.sleep(PEER_TIMEOUT + 1.5)
-    assert removals_of(observer, 4242) == [], "relay C removed the state of a live relay"
-    assert "ra" in watch.last_seen, "no message from relay A was seen on NATS"
+    # Without heartbeats relay C would remove the state within the peer
+    # timeout plus one check interval of the last awareness message.
+    await asyncio.sleep(PEER_TIMEOUT + HEARTBEAT_INTERVAL + 1)
+    assert awareness_removals(observer, 4242) == [], "relay C removed the state of a live relay"
+    beats = watch.heartbeats.get("ra", [])
+    assert len(beats) >= 2, f"relay A sent {len(beats)} heartbeats in {PEER_TIMEOUT + HEARTBEAT_INTERVAL + 1} s"
+    gaps = [later - earlier for earlier, later in zip(beats, beats[1:])]
+    assert max(gaps) <= HEARTBEAT_INTERVAL + HEARTBEAT_SLACK, f"relay A's heartbeats came {gaps} s apart"
 
     relay_a.kill()
     killed_at = time.monotonic()
     last_seen = watch.last_seen["ra"]
     await wait_until(
-        lambda: bool(removals_of(observer, 4242)), PEER_REMOVAL_WITHIN + 2,
+        lambda: bool(awareness_removals(observer, 4242)), PEER_REMOVAL_WITHIN + 2,
         lambda: "relay C never removed the awareness state of the killed relay A",
     )
-    removed_at, removal = removals_of(observer, 4242)[0]
+    removed_at, removal = awareness_removals(observer, 4242)[0]
     print(
         f"removal seen {removed_at - killed_at:.2f} s after relay A was killed, "
         f"{removed_at - last_seen:.2f} s after its last message on NATS"

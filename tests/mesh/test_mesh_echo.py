@@ -53,7 +53,8 @@ def check_counters(relay_ids: list[str], counters: list[MeshCounters]) -> None:
         f"sender relay {relay_ids[0]}'s consumer delivered {sender.received_self:.0f} of its own messages"
     )
     assert sender.received_peer == 0, (
-        f"sender relay {relay_ids[0]} received {sender.received_peer:.0f} messages from peers, which only forwarded"
+        f"sender relay {relay_ids[0]} received {sender.received_peer:.0f} messages from peers, "
+        "so a peer republished updates it received"
     )
     for relay_id, other in zip(relay_ids[1:], others):
         assert other.published == 0, f"relay {relay_id} republished {other.published:.0f} updates it received"

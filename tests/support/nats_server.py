@@ -135,8 +135,15 @@ class NatsCluster:
     """Three JetStream nodes joined by routes."""
 
     def __init__(self, base_dir: Path, size: int = 3) -> None:
-        cluster_ports = [free_port() for _ in range(size)]
-        self.nodes = [
+        self.base_dir = Path(base_dir)
+        self.size = size
+        self.nodes = self._plan(0)
+
+    def _plan(self, attempt: int) -> list[NatsServer]:
+        cluster_ports = [free_port() for _ in range(self.size)]
+        base_dir = self.base_dir / f"attempt-{attempt}" if attempt else self.base_dir
+        size = self.size
+        return [
             NatsServer(
                 Path(base_dir) / f"n{index + 1}",
                 name=f"n{index + 1}",
@@ -152,9 +159,21 @@ class NatsCluster:
         return [node.url for node in self.nodes]
 
     def start(self) -> NatsCluster:
-        """Start every node, then wait until JetStream has a meta leader."""
-        for node in self.nodes:
-            node.start()
+        """Start every node, then wait until JetStream has a meta leader.
+
+        A port picked free can be taken by another process before the node
+        binds it, so a failed start is retried with new ports, twice.
+        """
+        for attempt in range(3):
+            try:
+                for node in self.nodes:
+                    node.start()
+                break
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
+                self.nodes = self._plan(attempt + 1)
         self.wait_for_jetstream()
         return self
 
