@@ -59,7 +59,7 @@ _REPLY_CACHE_ENTRIES = 4
 
 
 class MeshLink(Protocol):
-    """What a room needs from the peer mesh (``relay.mesh.node.MeshNode``)."""
+    """The part of the peer mesh (``relay.mesh.node.MeshNode``) a room calls."""
 
     def publish_update(self, name: str, update: bytes) -> None:
         """Queue an update from a local client for the other relays."""
@@ -137,7 +137,7 @@ class Room:
 
     @property
     def is_idle(self) -> bool:
-        """True when no connection or HTTP request holds the room."""
+        """True when no connection or HTTP request uses the room."""
         return not self.connections and self.borrowers == 0
 
     @property
@@ -150,7 +150,7 @@ class Room:
         self._apply_from(None, update)
 
     def restore(self, old_state: bytes) -> None:
-        """Edit the document forward until it holds ``old_state``'s content.
+        """Edit the document forward until its content equals ``old_state``'s.
 
         Connected clients receive the edit as an ordinary update.
         """

@@ -162,8 +162,8 @@ class RoomManager:
         if room.is_dirty:
             room.compact()
         await room.flush()
-        # A connection may have arrived while the writes were committing; it
-        # holds this room, so the room stays.
+        # A connection may have arrived while the writes were committing. It
+        # uses this room, so the room stays.
         if not room.is_idle or self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]

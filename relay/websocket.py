@@ -31,7 +31,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# After our close frame, how long the peer has to answer before we drop it.
+# Seconds the peer has to reply to our close frame before we drop it.
 CLOSE_TIMEOUT = 5.0
 
 
