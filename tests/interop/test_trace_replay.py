@@ -26,8 +26,8 @@ REPLAY_TIMEOUT = 600.0
 @pytest.mark.slow
 def test_trace_replay_survives_restart(start_server, record_property) -> None:
     trace_path = trace_file(TRACE)
-    with gzip.open(trace_path, "rt", encoding="utf-8") as trace_file:
-        end_content = json.load(trace_file)["endContent"]
+    with gzip.open(trace_path, "rt", encoding="utf-8") as trace_stream:
+        end_content = json.load(trace_stream)["endContent"]
     server = start_server(needs_persistence=True)
     doc = "traces/automerge-paper"
 
