@@ -98,7 +98,16 @@ class Relay:
         await self.rooms.stop()
         if self.mesh is not None:
             await self.mesh.stop(self.config.shutdown_grace)
-        await self.store.close()
+        try:
+            await asyncio.wait_for(self.store.close(), self.config.shutdown_grace)
+        except asyncio.TimeoutError:
+            # The store is unreachable; waiting longer would block the exit
+            # forever. The clients that sent these updates still hold them.
+            LOGGER.error(
+                "stopped with %d store operations not written to %s within %.0f s",
+                getattr(self.store, "pending_writes", -1), self.store.description, self.config.shutdown_grace,
+            )
+            return
         LOGGER.info("stopped; every update is committed to %s", self.store.description)
 
     async def drain(self) -> None:

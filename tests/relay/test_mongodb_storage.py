@@ -38,6 +38,7 @@ async def test_edits_survive_restart(relay, tmp_path: Path, sig: int) -> None:
         await reader.sync()
         assert doc_text(reader.doc) == "hello"
         await reader.ws.close()
+        server.stop()
     finally:
         mongo.stop()
 
@@ -74,5 +75,24 @@ async def test_outage_keeps_serving_and_loses_nothing(relay, tmp_path: Path) -> 
         await reader.sync()
         assert doc_text(reader.doc) == "ab"
         await reader.ws.close()
+        server.stop()
     finally:
         mongo.stop()
+
+
+async def test_shutdown_with_store_down_is_bounded(relay, tmp_path: Path) -> None:
+    import time
+
+    mongo = MongoServer(tmp_path / "mongo").start()
+    server = relay("--mongodb", mongo.url, "--mongodb-database", "bounded", "--shutdown-grace", "2")
+    client = await RawClient.connect(server.url, "mongo/bounded")
+    await client.sync()
+    mongo.stop()
+    await client.edit_text("unsaved")
+    started = time.monotonic()
+    exit_code = server.stop(signal.SIGTERM, timeout=60)
+    elapsed = time.monotonic() - started
+    assert exit_code == 0
+    # Draining and closing the store are each bounded by the grace period.
+    assert elapsed < 2 * 2 + 5, f"shutdown took {elapsed:.1f} s with the store down"
+    assert "store operations not written" in server.log_text()
