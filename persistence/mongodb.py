@@ -21,7 +21,9 @@ default, so an acknowledged write survives the loss of the primary.
 
 Error handling: a failed batch is logged and retried with backoff for as
 long as it takes; operations stay queued in order and ``ping`` returns
-False meanwhile. Loads raise ``StoreUnavailable``.
+False meanwhile. Loads raise ``StoreUnavailable``; after three failures in
+a row a circuit breaker refuses loads at once for 10 s instead of letting
+each wait for the server-selection timeout.
 
 Only commands that both MongoDB (5.0 and later) and FerretDB 1.24
 implement are used: indexes, ``insert_many``, ``update_one`` with upsert,
@@ -34,10 +36,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
+from .circuit import CircuitBreaker
 from .store import StoredDocument, StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.mongodb")
@@ -52,7 +56,8 @@ class _Operation:
     doc: str
     data: bytes
     state_vector: bytes
-    future: asyncio.Future[None]
+    future: asyncio.Future[Any]
+    result: Any = None
 
 
 class MongoStore:
@@ -76,6 +81,7 @@ class MongoStore:
         self._writer: asyncio.Task[None] | None = None
         self._pending = 0
         self._healthy = True
+        self.breaker = CircuitBreaker(f"MongoDB {self.description}")
         self._next_seq = 0
         self._assigned: dict[int, int] = {}
 
@@ -117,14 +123,38 @@ class MongoStore:
 
     async def load(self, name: str) -> StoredDocument:
         """Read the snapshot and log of ``name``."""
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"{self.description} failed repeatedly; not retried for a while")
         try:
             snapshot = await self._db.snapshots.find_one({"doc": name})
             through = snapshot["through_seq"] if snapshot else 0
             cursor = self._db.updates.find({"doc": name, "seq": {"$gt": through}}).sort("seq", ASCENDING)
+            entries = [(entry["seq"], bytes(entry["data"])) async for entry in cursor]
+        except PyMongoError as exc:
+            self.breaker.record_failure(exc)
+            raise StoreUnavailable(f"cannot read document from {self.description}: {exc}") from exc
+        self.breaker.record_success()
+        return StoredDocument(
+            snapshot=bytes(snapshot["data"]) if snapshot else None,
+            updates=[data for _, data in entries],
+            position=entries[-1][0] if entries else through,
+        )
+
+    async def load_after(self, name: str, position: int) -> list[bytes] | None:
+        """The log entries of ``name`` after ``position``, or None if a newer snapshot replaced some."""
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"{self.description} failed repeatedly; not retried for a while")
+        try:
+            snapshot = await self._db.snapshots.find_one({"doc": name}, projection={"through_seq": 1})
+            if snapshot is not None and snapshot["through_seq"] > position:
+                return None
+            cursor = self._db.updates.find({"doc": name, "seq": {"$gt": position}}).sort("seq", ASCENDING)
             updates = [bytes(entry["data"]) async for entry in cursor]
         except PyMongoError as exc:
+            self.breaker.record_failure(exc)
             raise StoreUnavailable(f"cannot read document from {self.description}: {exc}") from exc
-        return StoredDocument(snapshot=bytes(snapshot["data"]) if snapshot else None, updates=updates)
+        self.breaker.record_success()
+        return updates
 
     def save_version(self, name: str, state: bytes, keep: int) -> asyncio.Future[None]:
         """Queue ``state`` as a new version of ``name``, keeping the newest ``keep``."""
@@ -156,7 +186,7 @@ class MongoStore:
 
     async def ping(self) -> bool:
         """True when the server answers and the last write succeeded."""
-        if self._client is None or not self._healthy:
+        if self._client is None or not self._healthy or self.breaker.is_open:
             return False
         try:
             await self._client.admin.command("ping")
@@ -168,8 +198,11 @@ class MongoStore:
         """Queue ``update``; the future completes once it is written."""
         return self._enqueue("append", name, update, b"")
 
-    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> asyncio.Future[None]:
-        """Queue a snapshot replacing every log entry of ``name`` queued before it."""
+    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> asyncio.Future[int]:
+        """Queue a snapshot replacing every log entry of ``name`` queued before it.
+
+        The future returns the log position the snapshot covers.
+        """
         return self._enqueue("snapshot", name, snapshot, state_vector)
 
     async def delete(self, name: str) -> None:
@@ -230,7 +263,7 @@ class MongoStore:
         for operation in batch:
             self._assigned.pop(id(operation), None)
             if not operation.future.done():
-                operation.future.set_result(None)
+                operation.future.set_result(operation.result)
 
     async def _write(self, batch: list[_Operation]) -> None:
         # Consecutive appends go out as one insert_many; a snapshot or a
@@ -245,7 +278,7 @@ class MongoStore:
             await self._insert(appends)
             appends = []
             if operation.kind == "snapshot":
-                await self._write_snapshot(operation)
+                operation.result = await self._write_snapshot(operation)
             elif operation.kind == "version":
                 await self._write_version(operation)
             elif operation.kind == "delete":
@@ -288,7 +321,7 @@ class MongoStore:
         )
         await self._db.versions.delete_many({"doc": operation.doc, "version_id": {"$lte": version_id - keep}})
 
-    async def _write_snapshot(self, operation: _Operation) -> None:
+    async def _write_snapshot(self, operation: _Operation) -> int:
         newest = await self._db.updates.find_one({"doc": operation.doc}, sort=[("seq", -1)], projection={"seq": 1})
         through_seq = newest["seq"] if newest else 0
         existing = await self._db.snapshots.find_one({"doc": operation.doc}, projection={"through_seq": 1})
@@ -308,6 +341,7 @@ class MongoStore:
             upsert=True,
         )
         await self._db.updates.delete_many({"doc": operation.doc, "seq": {"$lte": through_seq}})
+        return int(through_seq)
 
 
 def _without_credentials(url: str) -> str:

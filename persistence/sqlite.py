@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .store import StoredDocument, StoreUnavailable, VersionInfo
 
@@ -70,7 +71,8 @@ class _Operation:
     doc: str
     data: bytes
     state_vector: bytes
-    future: asyncio.Future[None]
+    future: asyncio.Future[Any]
+    result: Any = None
 
 
 _STOP = object()
@@ -148,15 +150,23 @@ class SQLiteStore:
                     "SELECT data, through_seq FROM snapshots WHERE doc = ?", (name,)
                 ).fetchone()
                 snapshot, through_seq = (row[0], row[1]) if row else (None, 0)
-                updates = [
-                    record[0]
-                    for record in self._reader.execute(
-                        "SELECT data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, through_seq)
-                    )
-                ]
+                records = self._reader.execute(
+                    "SELECT seq, data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, through_seq)
+                ).fetchall()
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot read document from {self.path}: {exc}") from exc
-        return StoredDocument(snapshot=snapshot, updates=updates)
+        position = records[-1][0] if records else through_seq
+        return StoredDocument(snapshot=snapshot, updates=[record[1] for record in records], position=position)
+
+    async def load_after(self, name: str, position: int) -> list[bytes] | None:
+        """The log entries of ``name`` after ``position``, or None if a newer snapshot replaced some."""
+        rows = await asyncio.to_thread(self._read_rows, "SELECT through_seq FROM snapshots WHERE doc = ?", (name,))
+        if rows and int(rows[0][0]) > position:  # type: ignore[call-overload]  # an INTEGER column
+            return None
+        records = await asyncio.to_thread(
+            self._read_rows, "SELECT data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, position)
+        )
+        return [record[0] for record in records]  # type: ignore[misc]  # BLOB column
 
     def save_version(self, name: str, state: bytes, keep: int) -> asyncio.Future[None]:
         """Queue ``state`` as a new version of ``name``, keeping the newest ``keep``."""
@@ -224,8 +234,11 @@ class SQLiteStore:
         """Queue ``update`` for ``name``; the future completes after the commit."""
         return self._enqueue(_Operation("append", name, update, b"", self._new_future()))
 
-    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> asyncio.Future[None]:
-        """Queue a snapshot replacing every log entry of ``name`` queued before it."""
+    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> asyncio.Future[int]:
+        """Queue a snapshot replacing every log entry of ``name`` queued before it.
+
+        The future returns the log position the snapshot covers.
+        """
         return self._enqueue(_Operation("snapshot", name, snapshot, state_vector, self._new_future()))
 
     async def delete(self, name: str) -> None:
@@ -300,7 +313,7 @@ class SQLiteStore:
                 if operation.kind == "append":
                     connection.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (operation.doc, operation.data))
                 elif operation.kind == "snapshot":
-                    self._write_snapshot(connection, operation, now)
+                    operation.result = self._write_snapshot(connection, operation, now)
                 elif operation.kind == "version":
                     self._write_version(connection, operation, now)
                 elif operation.kind == "delete":
@@ -313,7 +326,7 @@ class SQLiteStore:
             raise
 
     @staticmethod
-    def _write_snapshot(connection: sqlite3.Connection, operation: _Operation, now: float) -> None:
+    def _write_snapshot(connection: sqlite3.Connection, operation: _Operation, now: float) -> int:
         # The writer runs operations in queue order, so the highest seq of
         # this document right now is the last update queued before the
         # snapshot, which the snapshot already contains.
@@ -334,6 +347,10 @@ class SQLiteStore:
             (operation.doc, operation.data, operation.state_vector, last_seq, now),
         )
         connection.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (operation.doc, last_seq))
+        (through_seq,) = connection.execute(
+            "SELECT through_seq FROM snapshots WHERE doc = ?", (operation.doc,)
+        ).fetchone()
+        return int(through_seq)
 
     @staticmethod
     def _write_version(connection: sqlite3.Connection, operation: _Operation, now: float) -> None:
@@ -354,4 +371,4 @@ class SQLiteStore:
         self._pending -= len(batch)
         for operation in batch:
             if not operation.future.done():
-                operation.future.set_result(None)
+                operation.future.set_result(operation.result)

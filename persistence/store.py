@@ -27,6 +27,9 @@ class StoredDocument:
 
     snapshot: bytes | None = None
     updates: list[bytes] = field(default_factory=list)
+    # Log position the snapshot and updates cover: the sequence number of
+    # the last update included, for reading only what came after later.
+    position: int = 0
 
     @property
     def log_bytes(self) -> int:
@@ -60,8 +63,14 @@ class DocumentStore(Protocol):
     def append(self, name: str, update: bytes) -> Awaitable[None]:
         """Queue an update; the awaitable completes once it is committed."""
 
-    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> Awaitable[None]:
-        """Queue a snapshot that replaces the log entries queued before it."""
+    def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> Awaitable[int]:
+        """Queue a snapshot that replaces the log entries queued before it.
+
+        The awaitable returns the log position the snapshot covers.
+        """
+
+    async def load_after(self, name: str, position: int) -> list[bytes] | None:
+        """The log entries after ``position``, or None when a newer snapshot replaced some."""
 
     def save_version(self, name: str, state: bytes, keep: int) -> Awaitable[None]:
         """Queue a copy of the whole state as a new version, keeping the newest ``keep``."""

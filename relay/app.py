@@ -19,6 +19,7 @@ from nats.errors import Error as NatsError
 
 from persistence import DocumentStore, StoreUnavailable
 from persistence.mongodb import MongoStore
+from persistence.redis_cache import wrap_with_cache
 from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
@@ -34,10 +35,15 @@ LOGGER = logging.getLogger("yrelay.app")
 
 
 def default_store(config: RelayConfig) -> DocumentStore:
-    """The store ``config`` selects: MongoDB when a URL is set, else SQLite."""
+    """The store ``config`` selects: MongoDB when a URL is set, else SQLite, cached in Redis if set."""
+    store: DocumentStore
     if config.mongodb_url is not None:
-        return MongoStore(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
-    return SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
+        store = MongoStore(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
+    else:
+        store = SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
+    if config.redis_url is not None:
+        store = wrap_with_cache(store, config.redis_url, config.redis_ttl)
+    return store
 
 
 class StartupError(Exception):
@@ -151,6 +157,11 @@ class Relay:
 
     async def _metrics(self, _request: Request) -> Response:
         self.metrics.store_pending_writes.set(getattr(self.store, "pending_writes", 0))
+        cache = getattr(self.store, "cache", None)
+        if cache is not None:
+            self.metrics.cache_hits.set(cache.hits)
+            self.metrics.cache_misses.set(cache.misses)
+            self.metrics.cache_errors.set(cache.errors)
         if self.mesh is not None:
             self.mesh.status()
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--websocket-compression", action="store_true",
                        help="accept permessage-deflate when a client offers it (off by default: "
                             "it costs more CPU than it saves on small updates)")
+    cache = serve.add_argument_group("Redis cache of hot documents")
+    cache.add_argument("--redis", default=None, metavar="URL",
+                       help="Redis URL, e.g. redis://127.0.0.1:6379/0; snapshots are cached there")
+    cache.add_argument("--redis-ttl", type=_positive_int, default=defaults.redis_ttl,
+                       help="seconds a cached snapshot lives (default %(default)s)")
     mesh = serve.add_argument_group("mesh (NATS JetStream)")
     mesh.add_argument("--nats", action="append", default=[], metavar="URL",
                       help="NATS server URL, e.g. nats://127.0.0.1:4222; repeat or comma-separate for a cluster. "
@@ -185,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
             mongodb_url=args.mongodb,
             mongodb_database=args.mongodb_database,
             mongodb_write_concern=args.mongodb_write_concern,
+            redis_url=args.redis,
+            redis_ttl=args.redis_ttl,
             log_level=args.log_level,
         )
         logging.basicConfig(

@@ -42,4 +42,7 @@ class RelayConfig:
     mongodb_url: str | None = None
     mongodb_database: str = "yrelay"
     mongodb_write_concern: str = "majority"
+    # Redis caches the latest snapshot of recently busy documents.
+    redis_url: str | None = None
+    redis_ttl: int = 3600
     log_level: str = "info"

@@ -43,4 +43,7 @@ class RelayMetrics:
             "yrelay_mesh_unacknowledged_updates", "Updates waiting for a JetStream acknowledgement.",
             registry=self.registry,
         )
+        self.cache_hits = Gauge("yrelay_cache_hits", "Rooms opened from the Redis cache.", registry=self.registry)
+        self.cache_misses = Gauge("yrelay_cache_misses", "Redis cache lookups that missed.", registry=self.registry)
+        self.cache_errors = Gauge("yrelay_cache_errors", "Redis calls that failed.", registry=self.registry)
         self.mesh_connected = Gauge("yrelay_mesh_connected", "1 while connected to NATS.", registry=self.registry)
