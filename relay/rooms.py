@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, AsyncIterator
 
 from persistence import DocumentStore, StoreUnavailable
+from sync.errors import CloseCode
 
 from .config import RelayConfig
 from .connection import Connection
@@ -43,6 +44,8 @@ class RoomManager:
         self.metrics = metrics
         self.mesh = mesh
         self.rooms: dict[str, Room] = {}
+        if mesh is not None:
+            mesh.on_document_deleted = self._drop_deleted_by_peer
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry_task: asyncio.Task[None] | None = None
 
@@ -100,21 +103,30 @@ class RoomManager:
         the document and reconnects sends its content again through the sync
         handshake, so the document then exists again, once.
         """
-        room = self.rooms.pop(name, None)
-        if room is not None:
-            self.metrics.rooms_loaded.set(len(self.rooms))
-            for connection in list(room.connections):
-                connection.close(code, reason)
-            if room.unload_handle is not None:
-                room.unload_handle.cancel()
-            await room.flush()
-            if self.mesh is not None:
-                await self.mesh.detach_room(room)
-            room.session.close()
+        await self._drop(name, code, reason)
         await self.store.delete(name)
         if self.mesh is not None:
             await self.mesh.purge(name)
         LOGGER.info("deleted doc=%s", name)
+
+    async def _drop_deleted_by_peer(self, name: str) -> None:
+        # Every relay keeps its own store in mesh mode, so each removes its copy.
+        await self._drop(name, CloseCode.DOCUMENT_DELETED, "document deleted")
+        await self.store.delete(name)
+
+    async def _drop(self, name: str, code: int, reason: str) -> None:
+        room = self.rooms.pop(name, None)
+        if room is None:
+            return
+        self.metrics.rooms_loaded.set(len(self.rooms))
+        for connection in list(room.connections):
+            connection.close(code, reason)
+        if room.unload_handle is not None:
+            room.unload_handle.cancel()
+        await room.flush()
+        if self.mesh is not None:
+            await self.mesh.detach_room(room)
+        room.session.close()
 
     def _room_for(self, name: str) -> Room:
         room = self.rooms.get(name)

@@ -39,7 +39,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
@@ -54,13 +54,15 @@ from sync.errors import ProtocolError
 
 from .publisher import UpdatePublisher
 from .stream import StreamSettings, ensure_stream
-from .subjects import RELAY_HEADER, STATE_VECTOR_HEADER, Subjects
+from .subjects import RELAY_HEADER, STATE_VECTOR_HEADER, Subjects, document_name
 
 if TYPE_CHECKING:
     from ..metrics import RelayMetrics
     from ..room import Room
 
 LOGGER = logging.getLogger("yrelay.mesh")
+
+DELETED = b"deleted"
 
 # Seconds a JetStream API request may take while a room opens, so a NATS
 # server that died unnoticed delays the room this long at most.
@@ -119,6 +121,8 @@ class MeshNode:
         self._peers_seen: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._errors_logged: set[str] = set()
+        # Set by the room manager: drops a document another relay deleted.
+        self.on_document_deleted: Callable[[str], Awaitable[None]] | None = None
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class MeshNode:
         self.publisher = UpdatePublisher(js, self.relay_id)
         self._spawn(self.publisher.run(), "mesh-publisher")
         await self.nc.subscribe(self.subjects.heartbeat_wildcard, cb=self._on_heartbeat)
+        await self.nc.subscribe(self.subjects.control_wildcard, cb=self._on_control)
         self._spawn(self._heartbeat_forever(), "mesh-heartbeat")
 
     async def _connect(self) -> Client:
@@ -265,11 +270,24 @@ class MeshNode:
                 LOGGER.debug("consumer unsubscribe failed doc=%s: %r", room.name, exc)
 
     async def purge(self, name: str) -> None:
-        """Remove a deleted document's log from the stream."""
+        """Remove a deleted document's log from the stream and tell the other relays."""
         if self.nc is None:
             return
-        js = self.nc.jetstream()
+        js = self.nc.jetstream(timeout=JS_TIMEOUT)
         await js.purge_stream(self.config.stream_name, subject=self.subjects.updates(name))
+        await self.nc.publish(self.subjects.control(name), DELETED, headers={RELAY_HEADER: self.relay_id})
+
+    async def _on_control(self, msg: Msg) -> None:
+        relay = (msg.headers or {}).get(RELAY_HEADER)
+        if relay == self.relay_id or msg.data != DELETED or self.on_document_deleted is None:
+            return
+        try:
+            name = document_name(msg.subject.rpartition(".")[2])
+        except (ValueError, UnicodeDecodeError):
+            LOGGER.warning("invalid control subject %r from peer=%s", msg.subject, relay)
+            return
+        LOGGER.info("document deleted by peer relay=%s peer=%s doc=%s", self.relay_id, relay, name)
+        await self.on_document_deleted(name)
 
     async def _follow_log(self, room: Room, links: _RoomLinks) -> None:
         assert self.nc is not None

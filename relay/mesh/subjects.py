@@ -8,6 +8,7 @@ unpadded base64url, whose alphabet NATS accepts as is.
     <prefix>.aw.<token>        awareness updates, plain NATS, not stored
     <prefix>.sync.<token>      request/reply: "send me what I lack"
     <prefix>.hb.<relay id>     relay heartbeats, plain NATS
+    <prefix>.ctl.<token>       document events such as deletion, plain NATS
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ class Subjects:
     def sync(self, name: str) -> str:
         """Subject of a document's peer sync requests."""
         return f"{self.prefix}.sync.{document_token(name)}"
+
+    @property
+    def control_wildcard(self) -> str:
+        """Every document's control subject."""
+        return f"{self.prefix}.ctl.*"
+
+    def control(self, name: str) -> str:
+        """Subject of a document's control events."""
+        return f"{self.prefix}.ctl.{document_token(name)}"
 
     def heartbeat(self, relay_id: str) -> str:
         """Subject of one relay's heartbeats."""
