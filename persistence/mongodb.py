@@ -141,7 +141,7 @@ class MongoStore:
         )
 
     async def load_after(self, name: str, position: int) -> list[bytes] | None:
-        """The log entries of ``name`` after ``position``, or None if a newer snapshot replaced some."""
+        """Return the log entries of ``name`` after ``position``, or None if a newer snapshot replaced some."""
         if not self.breaker.allow():
             raise StoreUnavailable(f"{self.description} failed repeatedly; not retried for a while")
         try:
@@ -161,7 +161,7 @@ class MongoStore:
         return self._enqueue("version", name, state, str(keep).encode())
 
     async def list_versions(self, name: str) -> list[VersionInfo]:
-        """The kept versions of ``name``, oldest first."""
+        """Return the kept versions of ``name``, oldest first."""
         try:
             cursor = self._db.versions.find({"doc": name}, projection={"data": 0}).sort("version_id", ASCENDING)
             return [VersionInfo(entry["version_id"], entry["created_at"], entry["size"]) async for entry in cursor]
@@ -169,7 +169,7 @@ class MongoStore:
             raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
 
     async def load_version(self, name: str, version_id: int) -> bytes | None:
-        """The state saved as ``version_id`` of ``name``, or None."""
+        """Return the state saved as ``version_id`` of ``name``, or None."""
         try:
             entry = await self._db.versions.find_one({"doc": name, "version_id": version_id})
         except PyMongoError as exc:
@@ -185,7 +185,7 @@ class MongoStore:
         return sorted(names)
 
     async def ping(self) -> bool:
-        """True when the server answers and the last write succeeded."""
+        """Return True when the server responds and the last write succeeded."""
         if self._client is None or not self._healthy or self.breaker.is_open:
             return False
         try:

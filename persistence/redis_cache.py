@@ -48,7 +48,7 @@ class RedisCache:
         )
 
     async def get(self, name: str) -> tuple[bytes, int] | None:
-        """The cached (snapshot, position) of ``name``, or None on a miss or any error."""
+        """Return the cached (snapshot, position) of ``name``, or None on a miss or any error."""
         if not self.breaker.allow():
             return None
         try:
@@ -180,7 +180,7 @@ class CachedStore:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def ping(self) -> bool:
-        """The wrapped store's health; Redis being down does not make the relay unready."""
+        """Report the wrapped store's health; Redis being down does not make the relay unready."""
         return bool(await self.base.ping())
 
 

@@ -70,13 +70,13 @@ JS_TIMEOUT = 2.0
 
 
 def new_relay_id() -> str:
-    """A random relay id, short enough to read in logs."""
+    """Generate a random relay id, short enough to read in logs."""
     return secrets.token_hex(6)
 
 
 @dataclass(slots=True)
 class MeshConfig:
-    """How a relay joins the mesh."""
+    """Settings for joining the mesh."""
 
     servers: list[str]
     relay_id: str = field(default_factory=new_relay_id)
@@ -191,7 +191,7 @@ class MeshNode:
         return self.nc is not None and self.nc.is_connected
 
     def status(self) -> dict[str, Any]:
-        """What /readyz reports about the mesh; also refreshes the mesh gauges."""
+        """Describe the mesh for /readyz, and refresh the mesh gauges."""
         publisher = self.publisher
         self.metrics.mesh_connected.set(1 if self.connected else 0)
         self.metrics.mesh_unacknowledged.set(publisher.backlog if publisher else 0)
@@ -507,5 +507,5 @@ def _has_structs(update: bytes) -> bool:
 
 
 def _deletions(room: Room) -> bytes:
-    """The room's whole delete set, as an update without structs."""
+    """Return the room's whole delete set, as an update without structs."""
     return room.session.diff(room.session.state_vector())
