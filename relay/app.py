@@ -18,11 +18,14 @@ from starlette.routing import Route
 from nats.errors import Error as NatsError
 
 from persistence import DocumentStore, StoreUnavailable
+from persistence.mesh_snapshots import MeshSnapshots
+from persistence.mesh_store import MeshSnapshotStore
 from persistence.mongodb import MongoStore
 from persistence.redis_cache import wrap_with_cache
 from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
+from .compactor import Compactor
 from .config import RelayConfig
 from .document_api import DocumentApi
 from .mesh.node import MeshConfig, MeshNode
@@ -58,7 +61,12 @@ class Relay:
     ) -> None:
         self.config = config
         self.metrics = RelayMetrics()
+        if store is None and mesh_config is not None and config.mongodb_url is not None:
+            store = MeshSnapshotStore(
+                MeshSnapshots(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
+            )
         self.store = store or default_store(config)
+        self._compactor_task: asyncio.Task[None] | None = None
         self.mesh = MeshNode(mesh_config, self.metrics) if mesh_config is not None else None
         self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False
@@ -96,12 +104,22 @@ class Relay:
                 await self.store.close()
                 servers = ",".join(self.mesh.config.servers)
                 raise StartupError(f"cannot connect to NATS at {servers}: {exc!r}") from exc
+            if isinstance(self.store, MeshSnapshotStore) and self.config.run_compactor:
+                assert self.mesh.nc is not None
+                compactor = Compactor(
+                    self.mesh.nc, self.store.snapshots, self.mesh.config.stream_name, self.mesh.subjects,
+                    holder=self.mesh.relay_id,
+                )
+                self._compactor_task = asyncio.create_task(compactor.run(), name="compactor")
         self.rooms.start()
 
     async def stop(self) -> None:
         """Drain, publish what the mesh still holds, and close the store."""
         await self.drain()
         await self.rooms.stop()
+        if self._compactor_task is not None:
+            self._compactor_task.cancel()
+            await asyncio.gather(self._compactor_task, return_exceptions=True)
         if self.mesh is not None:
             await self.mesh.stop(self.config.shutdown_grace)
         try:

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stream replicas when the relay creates the stream; use 3 in production (default %(default)s)")
     mesh.add_argument("--nats-storage", choices=("file", "memory"), default="file",
                       help="stream storage when the relay creates it (default %(default)s)")
+    mesh.add_argument("--no-compactor", action="store_true",
+                      help="with --mongodb: do not fold the stream into snapshots in this process "
+                           "(run 'yrelay compact' instead)")
     mesh.add_argument("--peer-timeout", type=_non_negative_float, default=10.0,
                       help="seconds without a heartbeat after which a relay's awareness states are removed "
                            "(default %(default)s)")
@@ -111,7 +114,60 @@ def build_parser() -> argparse.ArgumentParser:
         _add_storage_options(command, defaults)
         command.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                              help="lowest level of log lines written to standard error (default %(default)s)")
+    compact = commands.add_parser("compact", help="fold the JetStream log into MongoDB snapshots, without serving")
+    compact.add_argument("--nats", action="append", required=True, metavar="URL", help="NATS server URL (repeatable)")
+    compact.add_argument("--mongodb", required=True, metavar="URL", help="MongoDB connection string")
+    compact.add_argument("--mongodb-database", default=defaults.mongodb_database, help="(default %(default)s)")
+    compact.add_argument("--mongodb-write-concern", default=defaults.mongodb_write_concern,
+                         help="(default %(default)s)")
+    compact.add_argument("--nats-stream", default="YRELAY_UPDATES", help="(default %(default)s)")
+    compact.add_argument("--nats-subject-prefix", default="yrelay", help="(default %(default)s)")
+    compact.add_argument("--compactor-id", default=None, help="lease holder name in logs (default: random)")
+    compact.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                         help="lowest level of log lines written to standard error (default %(default)s)")
     return parser
+
+
+def _run_compactor(args: argparse.Namespace) -> None:
+    import asyncio
+    import secrets
+    import signal
+
+    import nats
+
+    from persistence.mesh_snapshots import MeshSnapshots
+
+    from .compactor import Compactor
+    from .mesh.subjects import Subjects
+
+    servers = [url.strip() for value in args.nats for url in value.split(",") if url.strip()]
+    holder = args.compactor_id or f"compactor-{secrets.token_hex(4)}"
+
+    async def run() -> None:
+        snapshots = MeshSnapshots(args.mongodb, args.mongodb_database, args.mongodb_write_concern)
+        await snapshots.open()
+        nc = await asyncio.wait_for(nats.connect(servers=servers, max_reconnect_attempts=-1), 10)
+        compactor = Compactor(nc, snapshots, args.nats_stream, Subjects(args.nats_subject_prefix), holder)
+        task = asyncio.create_task(compactor.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await nc.close()
+            await snapshots.close()
+            logging.getLogger("yrelay.compactor").info(
+                "compactor stopped holder=%s compactions=%d", holder, compactor.compactions
+            )
+
+    try:
+        asyncio.run(run())
+    except (OSError, asyncio.TimeoutError) as exc:
+        print(f"yrelay compact: cannot connect: {exc!r}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _add_storage_options(parser: argparse.ArgumentParser, defaults: RelayConfig) -> None:
@@ -166,6 +222,10 @@ def _run_backup(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``yrelay`` command."""
     args = build_parser().parse_args(argv)
+    if args.command == "compact":
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        _run_compactor(args)
+        return
     if args.command in ("export", "import"):
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         _run_backup(args)
@@ -192,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             mongodb_write_concern=args.mongodb_write_concern,
             redis_url=args.redis,
             redis_ttl=args.redis_ttl,
+            run_compactor=not args.no_compactor,
             log_level=args.log_level,
         )
         logging.basicConfig(
@@ -203,11 +264,6 @@ def main(argv: list[str] | None = None) -> None:
 
         mesh_config = None
         servers = [url.strip() for value in args.nats for url in value.split(",") if url.strip()]
-        if servers and args.mongodb:
-            # NOTE: relays of a mesh sharing one MongoDB need the compactor
-            # that folds the JetStream log into snapshots; until it exists,
-            # each relay's own update log would race the others' snapshots.
-            build_parser().error("--mongodb together with --nats is not supported yet; use the SQLite store per relay")
         if servers:
             mesh_config = MeshConfig(
                 servers=servers,

@@ -42,6 +42,8 @@ class RelayConfig:
     mongodb_url: str | None = None
     mongodb_database: str = "yrelay"
     mongodb_write_concern: str = "majority"
+    # In a mesh with MongoDB, fold the JetStream log into snapshots here too.
+    run_compactor: bool = True
     # Redis caches the latest snapshot of recently busy documents.
     redis_url: str | None = None
     redis_ttl: int = 3600

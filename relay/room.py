@@ -105,6 +105,7 @@ class Room:
         self._snapshot_bytes = 0
         self._last_write: Awaitable[None] | None = None
         self._last_version_at = 0.0
+        self.stored_position = 0
         self._reply_cache: dict[bytes, list[bytes]] = {}
         self._reply_cache_version = -1
 
@@ -120,12 +121,25 @@ class Room:
             self._apply_stored(update, "log entry")
         self._log_count = len(stored.updates)
         self._log_bytes = stored.log_bytes
+        self.stored_position = stored.position if self.store_has_stream_positions else 0
         versions = await self.store.list_versions(self.name)
         self._last_version_at = versions[-1].created_at if versions else 0.0
         self.metrics.room_loads.inc()
         LOGGER.debug(
             "loaded doc=%s snapshot_bytes=%d log_entries=%d", self.name, self._snapshot_bytes, self._log_count
         )
+
+    @property
+    def store_has_stream_positions(self) -> bool:
+        """True when the store's positions are JetStream sequences (mesh snapshots)."""
+        return bool(getattr(self.store, "positions_are_stream_sequences", False))
+
+    async def refresh_snapshot(self) -> None:
+        """Apply the stored snapshot again if a compactor wrote a newer one since the load."""
+        stored = await self.store.load(self.name)
+        if stored.snapshot is not None and stored.position > self.stored_position:
+            self.apply_from_mesh(stored.snapshot, "store")
+            self.stored_position = stored.position
 
     def _apply_stored(self, update: bytes, what: str) -> None:
         try:

@@ -46,7 +46,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from sync.codec import Decoder, encode_varbytes
@@ -293,32 +293,43 @@ class MeshNode:
         assert self.nc is not None
         js = self.nc.jetstream(timeout=JS_TIMEOUT)
         subject = self.subjects.updates(room.name)
+        # The stored snapshot covers the stream up to this sequence (0 when
+        # the store keeps its own log and knows no stream position).
+        start = room.stored_position + 1
         try:
             last = await js.get_last_msg(self.config.stream_name, subject)
             last_sequence = last.seq or 0
         except NotFoundError:
             last_sequence = 0
         caught_up = asyncio.Event()
-        if last_sequence == 0:
+        if last_sequence < start:
             caught_up.set()
 
         async def on_update(msg: Msg) -> None:
             headers = msg.headers or {}
-            if headers.get(RELAY_HEADER) != self.relay_id:
+            origin = headers.get(RELAY_HEADER)
+            if origin != self.relay_id:
                 self.metrics.mesh_received.labels(origin="peer").inc()
-                room.apply_from_mesh(msg.data, headers.get(RELAY_HEADER, "?"))
+                room.apply_from_mesh(msg.data, origin or "?")
             else:
                 self.metrics.mesh_received.labels(origin="self").inc()
+                if not caught_up.is_set():
+                    # Our own updates from before this room was loaded may be
+                    # only in the stream when snapshots are the compactor's.
+                    room.apply_from_mesh(msg.data, self.relay_id)
             if not caught_up.is_set() and msg.metadata.sequence.stream >= last_sequence:
                 caught_up.set()
 
-        links.consumer = await js.subscribe(
-            subject,
-            cb=on_update,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            stream=self.config.stream_name,
-        )
+        if start > 1:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+            links.consumer = await js.subscribe(
+                subject, cb=on_update, ordered_consumer=True, config=config, stream=self.config.stream_name
+            )
+        else:
+            links.consumer = await js.subscribe(
+                subject, cb=on_update, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL,
+                stream=self.config.stream_name,
+            )
         try:
             await asyncio.wait_for(caught_up.wait(), self.config.catch_up_timeout)
         except asyncio.TimeoutError:
@@ -326,6 +337,12 @@ class MeshNode:
                 "stream did not deliver doc=%s up to sequence %d within %.0f s; serving what arrived",
                 room.name, last_sequence, self.config.catch_up_timeout,
             )
+        if start > 1:
+            # A compactor may have stored a newer snapshot and purged the log
+            # it covers between our load and the consumer's start; it writes
+            # the snapshot before purging, so reading it again now closes
+            # that gap.
+            await room.refresh_snapshot()
 
     async def _ask_peers(self, room: Room) -> None:
         assert self.nc is not None

@@ -1,0 +1,155 @@
+"""The compactor folds the JetStream log into MongoDB snapshots and trims it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pycrdt import Doc, Text
+from pymongo import MongoClient
+
+from tests.mesh.helpers import read_stream
+from tests.support.mongo_server import MongoServer
+from tests.support.raw_client import RawClient, doc_text
+
+
+def snapshot_of(mongo: MongoServer, database: str, doc: str) -> dict | None:
+    client = MongoClient(mongo.url, serverSelectionTimeoutMS=3000)
+    try:
+        return client[database].mesh_snapshots.find_one({"doc": doc})
+    finally:
+        client.close()
+
+
+def text_of(state: bytes) -> str:
+    doc = Doc()
+    doc.apply_update(state)
+    return str(doc.get("t", type=Text))
+
+
+async def wait_for_compaction(mongo: MongoServer, database: str, doc: str, expected: str, nats_url: str) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        snapshot = snapshot_of(mongo, database, doc)
+        if snapshot is not None and text_of(snapshot["data"]) == expected and not await read_stream(nats_url, doc):
+            return snapshot
+        assert time.monotonic() < deadline, f"not compacted within 30 s: {snapshot and text_of(snapshot['data'])!r}"
+        await asyncio.sleep(0.25)
+
+
+@pytest.fixture
+def mongo(tmp_path: Path):
+    server = MongoServer(tmp_path / "mongo").start()
+    yield server
+    server.stop()
+
+
+async def test_log_folds_into_snapshot_and_is_trimmed(mesh_relay, nats_server, mongo) -> None:
+    options = ("--mongodb", mongo.url, "--mongodb-database", "compacted")
+    relay_a = mesh_relay("ca", *options)
+    relay_b = mesh_relay("cb", *options)
+    writer = await RawClient.connect(relay_a.url, "compact/doc")
+    reader = await RawClient.connect(relay_b.url, "compact/doc")
+    await writer.sync()
+    await reader.sync()
+    expected = ""
+    for index in range(300):
+        piece = f"{index};"
+        await writer.edit_text(piece)
+        expected += piece
+    await reader.wait_for_text(expected, timeout=10)
+
+    snapshot = await wait_for_compaction(mongo, "compacted", "compact/doc", expected, nats_server.url)
+    assert snapshot["stream_seq"] >= 300
+    await writer.ws.close()
+    await reader.ws.close()
+
+    # Both relays crash; the document comes back from the snapshot alone.
+    relay_a.kill()
+    relay_b.kill()
+    relay_a.start()
+    fresh = await RawClient.connect(relay_a.url, "compact/doc")
+    await fresh.sync()
+    assert doc_text(fresh.doc) == expected
+    await fresh.ws.close()
+
+
+async def test_snapshot_plus_tail_after_restart(mesh_relay, nats_server, mongo) -> None:
+    relay = mesh_relay("st", "--mongodb", mongo.url, "--mongodb-database", "tail", "--no-compactor")
+    writer = await RawClient.connect(relay.url, "tail/doc")
+    await writer.sync()
+    await writer.edit_text("kept in the stream")
+    await asyncio.sleep(0.3)
+    await writer.ws.close()
+    assert snapshot_of(mongo, "tail", "tail/doc") is None, "--no-compactor must not write snapshots"
+    relay.restart(signal.SIGKILL)
+    fresh = await RawClient.connect(relay.url, "tail/doc")
+    await fresh.sync()
+    assert doc_text(fresh.doc) == "kept in the stream"
+    await fresh.ws.close()
+
+
+@pytest.mark.slow
+async def test_two_compactors_race_without_loss(mesh_relay, nats_server, mongo, tmp_path: Path) -> None:
+    options = ("--mongodb", mongo.url, "--mongodb-database", "race", "--no-compactor")
+    relay_a = mesh_relay("ra", *options)
+    relay_b = mesh_relay("rb", *options)
+    compactors = []
+    logs = []
+    for name in ("one", "two"):
+        log = open(tmp_path / f"compactor-{name}.log", "wb")
+        logs.append(log)
+        compactors.append(subprocess.Popen(
+            [sys.executable, "-m", "relay", "compact", "--nats", nats_server.url, "--mongodb", mongo.url,
+             "--mongodb-database", "race", "--compactor-id", name],
+            stdout=log, stderr=subprocess.STDOUT,
+        ))
+    try:
+        first = await RawClient.connect(relay_a.url, "race/doc")
+        second = await RawClient.connect(relay_b.url, "race/doc")
+        await first.sync()
+        await second.sync()
+        seen_versions: list[tuple[int, int]] = []
+        expected_a = expected_b = ""
+        for index in range(200):
+            await first.edit_text(f"a{index};")
+            await second.edit_text(f"b{index};")
+            if index % 20 == 0:
+                snapshot = snapshot_of(mongo, "race", "race/doc")
+                if snapshot is not None:
+                    seen_versions.append((snapshot["version"], snapshot["stream_seq"]))
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        final_text = doc_text(first.doc)
+        assert doc_text(second.doc) == final_text
+        for index in range(200):
+            assert f"a{index};" in final_text and f"b{index};" in final_text
+        snapshot = await wait_for_compaction(mongo, "race", "race/doc", final_text, nats_server.url)
+        seen_versions.append((snapshot["version"], snapshot["stream_seq"]))
+        assert seen_versions == sorted(seen_versions), "snapshot versions and positions must only grow"
+        assert len({version for version, _ in seen_versions}) == len(set(seen_versions)), (
+            "one version number must never name two different snapshots"
+        )
+        await first.ws.close()
+        await second.ws.close()
+        relay_a.kill()
+        relay_a.start()
+        fresh = await RawClient.connect(relay_a.url, "race/doc")
+        await fresh.sync()
+        assert doc_text(fresh.doc) == final_text
+        await fresh.ws.close()
+    finally:
+        for process in compactors:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+        for log in logs:
+            log.close()
+    compacted_by = [
+        (tmp_path / f"compactor-{name}.log").read_text().count("compacted doc=race/doc") for name in ("one", "two")
+    ]
+    assert sum(compacted_by) >= 1, compacted_by
