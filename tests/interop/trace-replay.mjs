@@ -68,7 +68,8 @@ const main = async () => {
     replayMs,
     writerText: text.toString(),
     observerText: observer.getText('text').toString(),
-    stateVector: writerState
+    stateVector: writerState,
+    encodedStateBytes: Y.encodeStateAsUpdate(writer).length
   }
   writerProvider.destroy()
   observerProvider.destroy()
