@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from .circuit import CircuitBreaker
 from .store import StoreUnavailable
 
 LOGGER = logging.getLogger("yrelay.persistence.mesh_snapshots")
@@ -47,6 +48,7 @@ class MeshSnapshots:
         self.write_concern = write_concern
         self.description = f"mongodb:{url.rpartition('@')[2]} {database} (mesh snapshots)"
         self._client: AsyncMongoClient | None = None
+        self.breaker = CircuitBreaker(f"MongoDB {self.description}")
 
     async def open(self) -> None:
         """Connect and create the indexes."""
@@ -67,13 +69,26 @@ class MeshSnapshots:
 
     async def get(self, name: str) -> MeshSnapshot | None:
         """Return the snapshot of ``name``, or None when it has none."""
-        try:
-            entry = await self._db.mesh_snapshots.find_one({"doc": name})
-        except PyMongoError as exc:
-            raise StoreUnavailable(f"cannot read snapshot from {self.description}: {exc}") from exc
+        entry = await self._find(name, None)
         if entry is None:
             return None
         return MeshSnapshot(bytes(entry["data"]), int(entry["stream_seq"]), int(entry["version"]))
+
+    async def version(self, name: str) -> int:
+        """Return the version of ``name``'s snapshot without reading it (0: none)."""
+        entry = await self._find(name, {"version": 1})
+        return int(entry["version"]) if entry else 0
+
+    async def _find(self, name: str, projection: dict[str, int] | None) -> dict | None:
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"{self.description} failed repeatedly; not retried for a while")
+        try:
+            entry = await self._db.mesh_snapshots.find_one({"doc": name}, projection=projection)
+        except PyMongoError as exc:
+            self.breaker.record_failure(exc)
+            raise StoreUnavailable(f"cannot read snapshot from {self.description}: {exc}") from exc
+        self.breaker.record_success()
+        return entry
 
     async def put(self, name: str, data: bytes, state_vector: bytes, stream_seq: int, read_version: int) -> bool:
         """Store a snapshot if the stored version is still ``read_version`` (0: none).
@@ -134,7 +149,7 @@ class MeshSnapshots:
 
     async def ping(self) -> bool:
         """Return True when the server responds."""
-        if self._client is None:
+        if self._client is None or self.breaker.is_open:
             return False
         try:
             await self._client.admin.command("ping")

@@ -13,8 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import logging
+
 from .mesh_snapshots import MeshSnapshots
-from .store import StoredDocument, VersionInfo
+from .redis_cache import RedisCache
+from .store import StoredDocument, StoreUnavailable, VersionInfo
+
+LOGGER = logging.getLogger("yrelay.persistence.mesh_store")
 
 
 def _done(result: Any = None) -> asyncio.Future[Any]:
@@ -31,9 +36,10 @@ class MeshSnapshotStore:
     # consumer right after them.
     positions_are_stream_sequences = True
 
-    def __init__(self, snapshots: MeshSnapshots) -> None:
+    def __init__(self, snapshots: MeshSnapshots, cache: RedisCache | None = None) -> None:
         self.snapshots = snapshots
-        self.description = snapshots.description
+        self.cache = cache
+        self.description = snapshots.description + (" with redis cache" if cache else "")
 
     async def open(self) -> None:
         """Connect to MongoDB."""
@@ -42,9 +48,32 @@ class MeshSnapshotStore:
     async def close(self) -> None:
         """Disconnect."""
         await self.snapshots.close()
+        if self.cache is not None:
+            await self.cache.close()
 
     async def load(self, name: str) -> StoredDocument:
-        """Return the latest snapshot and the stream sequence it covers."""
+        """Return the latest snapshot and the stream sequence it covers.
+
+        A cached snapshot is used when MongoDB confirms it is the current
+        version, or when MongoDB cannot be reached; in that last case a
+        snapshot newer than the cached one may have trimmed log the room
+        then lacks until MongoDB answers again (relays holding the room fill
+        it in through the peer request), so it is logged.
+        """
+        cached = await self.cache.get_entry(name) if self.cache is not None else None
+        try:
+            current = await self.snapshots.version(name)
+        except StoreUnavailable:
+            if cached is None:
+                raise
+            LOGGER.warning("MongoDB unreachable; doc=%s opened from the Redis snapshot at sequence %d", name, cached[1])
+            assert self.cache is not None
+            self.cache.count_hit()
+            return StoredDocument(snapshot=cached[0], position=cached[1])
+        if cached is not None and cached[2] == current:
+            assert self.cache is not None
+            self.cache.count_hit()
+            return StoredDocument(snapshot=cached[0], position=cached[1])
         snapshot = await self.snapshots.get(name)
         if snapshot is None:
             return StoredDocument()
@@ -79,8 +108,10 @@ class MeshSnapshotStore:
         return await self.snapshots.names()
 
     async def delete(self, name: str) -> None:
-        """Remove the snapshot of ``name``."""
+        """Remove the snapshot of ``name``, also from the cache."""
         await self.snapshots.delete(name)
+        if self.cache is not None:
+            await self.cache.delete(name)
 
     async def flush(self) -> None:
         """Return at once: nothing is queued."""

@@ -49,29 +49,37 @@ class RedisCache:
 
     async def get(self, name: str) -> tuple[bytes, int] | None:
         """Return the cached (snapshot, position) of ``name``, or None on a miss or any error."""
+        entry = await self.get_entry(name)
+        return None if entry is None else (entry[0], entry[1])
+
+    async def get_entry(self, name: str) -> tuple[bytes, int, int] | None:
+        """Return the cached (snapshot, position, version) of ``name``, or None on a miss or any error."""
         if not self.breaker.allow():
             return None
         try:
-            entry = await self._client.hmget(KEY_PREFIX + name, ["state", "position"])
+            entry = await self._client.hmget(KEY_PREFIX + name, ["state", "position", "version"])
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._failed("read", name, exc)
             return None
         self.breaker.record_success()
-        state, position = entry
+        state, position, version = entry
         if state is None or position is None:
             self.misses += 1
             return None
-        self.hits += 1
-        return bytes(state), int(position)
+        return bytes(state), int(position), int(version or 0)
 
-    async def put(self, name: str, state: bytes, position: int) -> None:
+    def count_hit(self) -> None:
+        """Record that a room opened from a cached snapshot."""
+        self.hits += 1
+
+    async def put(self, name: str, state: bytes, position: int, version: int = 0) -> None:
         """Cache a committed snapshot of ``name``; errors are logged, not raised."""
         if not self.breaker.allow():
             return
         key = KEY_PREFIX + name
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"state": state, "position": position})
+                pipe.hset(key, mapping={"state": state, "position": position, "version": version})
                 pipe.expire(key, self.ttl_seconds)
                 await pipe.execute()
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -128,6 +136,7 @@ class CachedStore:
             state, position = cached
             tail = await self.base.load_after(name, position)
             if tail is not None:
+                self.cache.count_hit()
                 LOGGER.debug("loaded from cache doc=%s position=%d log_entries=%d", name, position, len(tail))
                 return StoredDocument(snapshot=state, updates=tail, position=position)
         return await self.base.load(name)

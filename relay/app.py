@@ -21,7 +21,7 @@ from persistence import DocumentStore, StoreUnavailable
 from persistence.mesh_snapshots import MeshSnapshots
 from persistence.mesh_store import MeshSnapshotStore
 from persistence.mongodb import MongoStore
-from persistence.redis_cache import wrap_with_cache
+from persistence.redis_cache import RedisCache, wrap_with_cache
 from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
@@ -63,7 +63,8 @@ class Relay:
         self.metrics = RelayMetrics()
         if store is None and mesh_config is not None and config.mongodb_url is not None:
             store = MeshSnapshotStore(
-                MeshSnapshots(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
+                MeshSnapshots(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern),
+                RedisCache(config.redis_url, config.redis_ttl) if config.redis_url else None,
             )
         self.store = store or default_store(config)
         self._compactor_task: asyncio.Task[None] | None = None
@@ -108,7 +109,7 @@ class Relay:
                 assert self.mesh.nc is not None
                 compactor = Compactor(
                     self.mesh.nc, self.store.snapshots, self.mesh.config.stream_name, self.mesh.subjects,
-                    holder=self.mesh.relay_id,
+                    holder=self.mesh.relay_id, cache=self.store.cache,
                 )
                 self._compactor_task = asyncio.create_task(compactor.run(), name="compactor")
         self.rooms.start()

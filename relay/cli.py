@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="(default %(default)s)")
     compact.add_argument("--nats-stream", default="YRELAY_UPDATES", help="(default %(default)s)")
     compact.add_argument("--nats-subject-prefix", default="yrelay", help="(default %(default)s)")
+    compact.add_argument("--redis", default=None, metavar="URL", help="refresh cached snapshots in this Redis")
+    compact.add_argument("--redis-ttl", type=_positive_int, default=defaults.redis_ttl, help="(default %(default)s)")
     compact.add_argument("--compactor-id", default=None, help="lease holder name in logs (default: random)")
     compact.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                          help="lowest level of log lines written to standard error (default %(default)s)")
@@ -136,6 +138,7 @@ def _run_compactor(args: argparse.Namespace) -> None:
     import nats
 
     from persistence.mesh_snapshots import MeshSnapshots
+    from persistence.redis_cache import RedisCache
 
     from .compactor import Compactor
     from .mesh.subjects import Subjects
@@ -147,7 +150,8 @@ def _run_compactor(args: argparse.Namespace) -> None:
         snapshots = MeshSnapshots(args.mongodb, args.mongodb_database, args.mongodb_write_concern)
         await snapshots.open()
         nc = await asyncio.wait_for(nats.connect(servers=servers, max_reconnect_attempts=-1), 10)
-        compactor = Compactor(nc, snapshots, args.nats_stream, Subjects(args.nats_subject_prefix), holder)
+        cache = RedisCache(args.redis, args.redis_ttl) if args.redis else None
+        compactor = Compactor(nc, snapshots, args.nats_stream, Subjects(args.nats_subject_prefix), holder, cache)
         task = asyncio.create_task(compactor.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,6 +163,8 @@ def _run_compactor(args: argparse.Namespace) -> None:
         finally:
             await nc.close()
             await snapshots.close()
+            if cache is not None:
+                await cache.close()
             logging.getLogger("yrelay.compactor").info(
                 "compactor stopped holder=%s compactions=%d", holder, compactor.compactions
             )

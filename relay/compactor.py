@@ -12,7 +12,8 @@ they share the work. For each such document the compactor:
    document's messages from the stream, from the next sequence up to the
    last one the stream has now;
 3. stores the merged state as the new snapshot with that last sequence,
-   on the condition that the snapshot version is still the one it read;
+   on the condition that the snapshot version is still the one it read,
+   and refreshes the Redis copy when a cache is configured;
 4. only then purges the document's messages up to that sequence, so a
    relay that opens the room finds every update either in the snapshot or
    in the stream;
@@ -39,6 +40,7 @@ from pycrdt import Doc
 
 from persistence import StoreUnavailable
 from persistence.mesh_snapshots import MeshSnapshots
+from persistence.redis_cache import RedisCache
 
 from .mesh.subjects import Subjects, document_name
 
@@ -54,9 +56,16 @@ class Compactor:
     """One compactor process's share of the compaction work."""
 
     def __init__(
-        self, nc: Client, snapshots: MeshSnapshots, stream_name: str, subjects: Subjects, holder: str
+        self,
+        nc: Client,
+        snapshots: MeshSnapshots,
+        stream_name: str,
+        subjects: Subjects,
+        holder: str,
+        cache: RedisCache | None = None,
     ) -> None:
         self.nc = nc
+        self.cache = cache
         self.snapshots = snapshots
         self.stream_name = stream_name
         self.subjects = subjects
@@ -135,6 +144,8 @@ class Compactor:
         if not stored:
             LOGGER.info("another compactor stored doc=%s first; retrying later holder=%s", name, self.holder)
             return False
+        if self.cache is not None:
+            await self.cache.put(name, doc.get_update(), last, (snapshot.version if snapshot else 0) + 1)
         await self.js.purge_stream(self.stream_name, subject=subject, seq=last + 1)
         self.compactions += 1
         LOGGER.info(

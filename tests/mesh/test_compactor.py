@@ -153,3 +153,63 @@ async def test_two_compactors_race_without_loss(mesh_relay, nats_server, mongo, 
         (tmp_path / f"compactor-{name}.log").read_text().count("compacted doc=race/doc") for name in ("one", "two")
     ]
     assert sum(compacted_by) >= 1, compacted_by
+
+
+def metric(http_url: str, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"metric {name} not found")
+
+
+@pytest.mark.slow
+async def test_redis_then_mongodb_then_neither(mesh_relay, nats_server, mongo, tmp_path: Path) -> None:
+    from tests.support.redis_server import RedisServer
+
+    cache = RedisServer(tmp_path / "redis").start()
+    try:
+        relay = mesh_relay("rc", "--mongodb", mongo.url, "--mongodb-database", "cached", "--redis", cache.url)
+        writer = await RawClient.connect(relay.url, "cached/doc")
+        await writer.sync()
+        await writer.edit_text("first;")
+        await wait_for_compaction(mongo, "cached", "cached/doc", "first;", nats_server.url)
+        await writer.ws.close()
+        await asyncio.sleep(0.5)
+
+        relay.restart()
+        fresh = await RawClient.connect(relay.url, "cached/doc")
+        await fresh.sync()
+        assert doc_text(fresh.doc) == "first;"
+        assert metric(relay.http_url, "yrelay_cache_hits") >= 1, "the room must open from Redis"
+        await fresh.ws.close()
+
+        cache.stop()
+        relay.restart()
+        fresh = await RawClient.connect(relay.url, "cached/doc")
+        await fresh.sync()
+        assert doc_text(fresh.doc) == "first;", "the room must open from MongoDB with Redis stopped"
+        assert metric(relay.http_url, "yrelay_cache_hits") == 0
+
+        # Both stop mid-session: the relay keeps serving, JetStream keeps the log.
+        other = await RawClient.connect(relay.url, "cached/doc")
+        await other.sync()
+        mongo.stop()
+        await fresh.edit_text("second;")
+        await other.wait_for_text("first;second;", timeout=2)
+        restarted = MongoServer(tmp_path / "mongo", port=mongo.port).start()
+        cache = RedisServer(tmp_path / "redis", port=cache.port).start()
+        await wait_for_compaction(restarted, "cached", "cached/doc", "first;second;", nats_server.url)
+        await fresh.ws.close()
+        await other.ws.close()
+        relay.restart(signal.SIGKILL)
+        last = await RawClient.connect(relay.url, "cached/doc")
+        await last.sync()
+        assert doc_text(last.doc) == "first;second;"
+        await last.ws.close()
+        relay.stop()
+        restarted.stop()
+    finally:
+        cache.stop()
