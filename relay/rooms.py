@@ -44,6 +44,7 @@ class RoomManager:
         self.metrics = metrics
         self.mesh = mesh
         self.rooms: dict[str, Room] = {}
+        self._deletions: dict[str, asyncio.Event] = {}
         if mesh is not None:
             mesh.on_document_deleted = self._drop_deleted_by_peer
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,6 +69,7 @@ class RoomManager:
         Raises ``StoreUnavailable`` when the document cannot be read; the
         connection is then not attached.
         """
+        await self._wait_for_deletion(name)
         room = self._room_for(name)
         room.attach(connection)
         await room.loaded.wait()
@@ -82,6 +84,7 @@ class RoomManager:
 
         Raises ``StoreUnavailable`` when the document cannot be read.
         """
+        await self._wait_for_deletion(name)
         room = self._room_for(name)
         room.borrowers += 1
         if room.unload_handle is not None:
@@ -103,16 +106,35 @@ class RoomManager:
         the document and reconnects sends its content again through the sync
         handshake, so the document then exists again, once.
         """
-        await self._drop(name, code, reason)
-        await self.store.delete(name)
-        if self.mesh is not None:
-            await self.mesh.purge(name)
+        async with self._deleting(name):
+            await self._drop(name, code, reason)
+            await self.store.delete(name)
+            if self.mesh is not None:
+                await self.mesh.purge(name)
         LOGGER.info("deleted doc=%s", name)
 
     async def _drop_deleted_by_peer(self, name: str) -> None:
         # Every relay keeps its own store in mesh mode, so each removes its copy.
-        await self._drop(name, CloseCode.DOCUMENT_DELETED, "document deleted")
-        await self.store.delete(name)
+        async with self._deleting(name):
+            await self._drop(name, CloseCode.DOCUMENT_DELETED, "document deleted")
+            await self.store.delete(name)
+
+    @asynccontextmanager
+    async def _deleting(self, name: str) -> AsyncIterator[None]:
+        # A client closed with 4410 reconnects at once; its room must not
+        # load the stored copy that is about to be deleted.
+        done = asyncio.Event()
+        self._deletions[name] = done
+        try:
+            yield
+        finally:
+            del self._deletions[name]
+            done.set()
+
+    async def _wait_for_deletion(self, name: str) -> None:
+        pending = self._deletions.get(name)
+        if pending is not None:
+            await pending.wait()
 
     async def _drop(self, name: str, code: int, reason: str) -> None:
         room = self.rooms.pop(name, None)
