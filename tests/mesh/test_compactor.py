@@ -15,7 +15,7 @@ from pymongo import MongoClient
 
 from tests.mesh.helpers import read_stream
 from tests.support.mongo_server import MongoServer
-from tests.support.raw_client import RawClient, doc_text
+from tests.support.raw_client import RawClient, doc_text, sync_update
 
 
 def snapshot_of(mongo: MongoServer, database: str, doc: str) -> dict | None:
@@ -213,3 +213,51 @@ async def test_redis_then_mongodb_then_neither(mesh_relay, nats_server, mongo, t
         restarted.stop()
     finally:
         cache.stop()
+
+
+async def test_delete_clears_snapshot_cache_and_stream(mesh_relay, nats_server, mongo, tmp_path: Path) -> None:
+    import urllib.request
+
+    import redis as redis_client
+
+    from tests.support.redis_server import RedisServer
+
+    cache = RedisServer(tmp_path / "redis").start()
+    try:
+        relay = mesh_relay("dl", "--mongodb", mongo.url, "--mongodb-database", "deleted", "--redis", cache.url)
+        writer = await RawClient.connect(relay.url, "deleted/doc")
+        await writer.sync()
+        await writer.edit_text("compacted;")
+        await wait_for_compaction(mongo, "deleted", "deleted/doc", "compacted;", nats_server.url)
+        await writer.edit_text("tail;")
+        await asyncio.sleep(0.3)
+        keys = redis_client.Redis.from_url(cache.url)
+        assert keys.exists("yrelay:doc:deleted/doc")
+
+        request = urllib.request.Request(f"{relay.http_url}/docs/deleted/doc", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 204
+        assert (await writer.wait_for_close())[0] == 4410
+        assert snapshot_of(mongo, "deleted", "deleted/doc") is None
+        assert not keys.exists("yrelay:doc:deleted/doc")
+        assert await read_stream(nats_server.url, "deleted/doc") == []
+        keys.close()
+    finally:
+        cache.stop()
+
+
+async def test_churn_keeps_snapshot_small(mesh_relay, nats_server, mongo) -> None:
+    relay = mesh_relay("ch", "--mongodb", mongo.url, "--mongodb-database", "churn")
+    client = await RawClient.connect(relay.url, "churn/doc")
+    await client.sync()
+    paragraph = "x" * 1024
+    text = client.doc.get("t", type=Text)
+    for _ in range(300):
+        await client.edit_text(paragraph)
+        before = client.doc.get_state()
+        del text[0 : len(text)]
+        await client.send_bytes(sync_update(client.doc.get_update(before)))
+    snapshot = await wait_for_compaction(mongo, "churn", "churn/doc", "", nats_server.url)
+    # 300 KiB were typed and deleted; the snapshot keeps only tombstones.
+    assert len(snapshot["data"]) <= 64 * 1024, len(snapshot["data"])
+    await client.ws.close()
