@@ -7,6 +7,9 @@ one snapshot with the stream sequence it covers:
                     unique index on doc
     compaction_leases {doc, holder, expires}
                     unique index on doc
+    mesh_versions   {doc, version_id, created_at, size, data}
+                    unique index on (doc, version_id); the compactor keeps
+                    the newest N, at most one per interval
 
 Writes are conditional on the version read before (optimistic concurrency),
 and leases let one compactor at a time work on a document; a lease expires
@@ -25,7 +28,7 @@ from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from .circuit import CircuitBreaker
-from .store import StoreUnavailable
+from .store import StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.mesh_snapshots")
 
@@ -58,6 +61,7 @@ class MeshSnapshots:
         try:
             await self._db.mesh_snapshots.create_index([("doc", ASCENDING)], unique=True)
             await self._db.compaction_leases.create_index([("doc", ASCENDING)], unique=True)
+            await self._db.mesh_versions.create_index([("doc", ASCENDING), ("version_id", ASCENDING)], unique=True)
         except PyMongoError as exc:
             raise StoreUnavailable(f"cannot open {self.description}: {exc}") from exc
 
@@ -113,6 +117,7 @@ class MeshSnapshots:
         """Remove the snapshot of ``name``."""
         try:
             await self._db.mesh_snapshots.delete_many({"doc": name})
+            await self._db.mesh_versions.delete_many({"doc": name})
         except PyMongoError as exc:
             raise StoreUnavailable(f"cannot delete from {self.description}: {exc}") from exc
 
@@ -122,6 +127,43 @@ class MeshSnapshots:
             return sorted(await self._db.mesh_snapshots.distinct("doc"))
         except PyMongoError as exc:
             raise StoreUnavailable(f"cannot list {self.description}: {exc}") from exc
+
+    async def save_version(self, name: str, state: bytes, keep: int, interval: float) -> bool:
+        """Keep ``state`` as a version if the newest is older than ``interval`` seconds.
+
+        Keeps the newest ``keep`` versions; returns True when one was saved.
+        """
+        now = time.time()
+        try:
+            newest = await self._db.mesh_versions.find_one({"doc": name}, sort=[("version_id", -1)])
+            if newest is not None and now - newest["created_at"] < interval:
+                return False
+            version_id = (newest["version_id"] if newest else 0) + 1
+            await self._db.mesh_versions.insert_one(
+                {"doc": name, "version_id": version_id, "created_at": now, "size": len(state), "data": state}
+            )
+            await self._db.mesh_versions.delete_many({"doc": name, "version_id": {"$lte": version_id - keep}})
+        except DuplicateKeyError:
+            return False
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"cannot write a version to {self.description}: {exc}") from exc
+        return True
+
+    async def list_versions(self, name: str) -> list[VersionInfo]:
+        """Return the kept versions of ``name``, oldest first."""
+        try:
+            cursor = self._db.mesh_versions.find({"doc": name}, projection={"data": 0}).sort("version_id", ASCENDING)
+            return [VersionInfo(entry["version_id"], entry["created_at"], entry["size"]) async for entry in cursor]
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
+
+    async def load_version(self, name: str, version_id: int) -> bytes | None:
+        """Return the state kept as ``version_id`` of ``name``, or None."""
+        try:
+            entry = await self._db.mesh_versions.find_one({"doc": name, "version_id": version_id})
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
+        return bytes(entry["data"]) if entry else None
 
     async def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
         """Take the compaction lease of ``name`` for ``seconds``; False if another holds it."""

@@ -5,7 +5,7 @@ snapshots, so a relay only reads: a room loads the latest snapshot and its
 stream sequence (``StoredDocument.position``), then the mesh replays the
 stream after that sequence. Appends and snapshots the room would queue are
 acknowledged at once without a write, because the update is durable once
-JetStream acknowledged it. History is not kept in this mode yet.
+JetStream acknowledged it. The compactor also keeps the versions.
 """
 
 from __future__ import annotations
@@ -92,16 +92,16 @@ class MeshSnapshotStore:
         return _done(0)
 
     def save_version(self, name: str, state: bytes, keep: int) -> asyncio.Future[None]:
-        """Acknowledge at once: versions are not kept in this mode yet."""
+        """Acknowledge at once: the compactor keeps versions in this mode."""
         return _done()
 
     async def list_versions(self, name: str) -> list[VersionInfo]:
-        """Return no versions: none are kept in this mode yet."""
-        return []
+        """Return the versions the compactor kept, oldest first."""
+        return await self.snapshots.list_versions(name)
 
     async def load_version(self, name: str, version_id: int) -> bytes | None:
-        """Return None: no versions are kept in this mode yet."""
-        return None
+        """Return one version the compactor kept, or None."""
+        return await self.snapshots.load_version(name, version_id)
 
     async def list_documents(self) -> list[str]:
         """Return the documents that have a snapshot."""

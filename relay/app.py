@@ -110,6 +110,7 @@ class Relay:
                 compactor = Compactor(
                     self.mesh.nc, self.store.snapshots, self.mesh.config.stream_name, self.mesh.subjects,
                     holder=self.mesh.relay_id, cache=self.store.cache,
+                    history_interval=self.config.history_interval, history_keep=self.config.history_keep,
                 )
                 self._compactor_task = asyncio.create_task(compactor.run(), name="compactor")
         self.rooms.start()

@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--nats-subject-prefix", default="yrelay", help="(default %(default)s)")
     compact.add_argument("--redis", default=None, metavar="URL", help="refresh cached snapshots in this Redis")
     compact.add_argument("--redis-ttl", type=_positive_int, default=defaults.redis_ttl, help="(default %(default)s)")
+    compact.add_argument("--history-interval", type=_non_negative_float, default=defaults.history_interval,
+                         help="keep a version of a document at most this often, in seconds (default %(default)s)")
+    compact.add_argument("--history-keep", type=_positive_int, default=defaults.history_keep,
+                         help="versions kept per document (default %(default)s)")
     compact.add_argument("--compactor-id", default=None, help="lease holder name in logs (default: random)")
     compact.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                          help="lowest level of log lines written to standard error (default %(default)s)")
@@ -151,7 +155,10 @@ def _run_compactor(args: argparse.Namespace) -> None:
         await snapshots.open()
         nc = await asyncio.wait_for(nats.connect(servers=servers, max_reconnect_attempts=-1), 10)
         cache = RedisCache(args.redis, args.redis_ttl) if args.redis else None
-        compactor = Compactor(nc, snapshots, args.nats_stream, Subjects(args.nats_subject_prefix), holder, cache)
+        compactor = Compactor(
+            nc, snapshots, args.nats_stream, Subjects(args.nats_subject_prefix), holder, cache,
+            history_interval=args.history_interval, history_keep=args.history_keep,
+        )
         task = asyncio.create_task(compactor.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

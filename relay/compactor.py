@@ -63,9 +63,13 @@ class Compactor:
         subjects: Subjects,
         holder: str,
         cache: RedisCache | None = None,
+        history_interval: float = 600.0,
+        history_keep: int = 20,
     ) -> None:
         self.nc = nc
         self.cache = cache
+        self.history_interval = history_interval
+        self.history_keep = history_keep
         self.snapshots = snapshots
         self.stream_name = stream_name
         self.subjects = subjects
@@ -144,8 +148,10 @@ class Compactor:
         if not stored:
             LOGGER.info("another compactor stored doc=%s first; retrying later holder=%s", name, self.holder)
             return False
+        state = doc.get_update()
         if self.cache is not None:
-            await self.cache.put(name, doc.get_update(), last, (snapshot.version if snapshot else 0) + 1)
+            await self.cache.put(name, state, last, (snapshot.version if snapshot else 0) + 1)
+        await self.snapshots.save_version(name, state, self.history_keep, self.history_interval)
         await self.js.purge_stream(self.stream_name, subject=subject, seq=last + 1)
         self.compactions += 1
         LOGGER.info(

@@ -261,3 +261,28 @@ async def test_churn_keeps_snapshot_small(mesh_relay, nats_server, mongo) -> Non
     # 300 KiB were typed and deleted; the snapshot keeps only tombstones.
     assert len(snapshot["data"]) <= 64 * 1024, len(snapshot["data"])
     await client.ws.close()
+
+
+async def test_versions_kept_and_restored_in_mesh_mode(mesh_relay, nats_server, mongo) -> None:
+    import json
+
+    from tests.relay.test_document_api import http
+
+    relay = mesh_relay("hv", "--mongodb", mongo.url, "--mongodb-database", "history",
+                       "--history-interval", "0", "--history-keep", "2")
+    editor = await RawClient.connect(relay.url, "history/mesh")
+    await editor.sync()
+    texts = []
+    for word in ("one;", "two;", "three;"):
+        await editor.edit_text(word)
+        texts.append(doc_text(editor.doc))
+        await wait_for_compaction(mongo, "history", "history/mesh", texts[-1], nats_server.url)
+    status, body = await asyncio.to_thread(http, "GET", f"{relay.http_url}/versions/history/mesh")
+    assert status == 200
+    versions = json.loads(body)
+    assert len(versions) == 2, versions
+    oldest = versions[0]["id"]
+    status, _ = await asyncio.to_thread(http, "POST", f"{relay.http_url}/versions/history/mesh?id={oldest}")
+    assert status == 204
+    await editor.wait_for_text(texts[1])
+    await editor.ws.close()
