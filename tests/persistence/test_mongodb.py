@@ -119,9 +119,12 @@ async def test_writes_wait_out_a_server_restart(tmp_path: Path) -> None:
     await asyncio.sleep(2.5)
     assert not pending.done()
     assert not await store.ping()
-    MongoServer(tmp_path / "restart", port=server.port).start()
-    await asyncio.wait_for(pending, 30)
-    assert await store.ping()
-    loaded = await store.load("doc")
-    assert rebuild(loaded.snapshot, loaded.updates) == "ab"
-    await store.close()
+    restarted = MongoServer(tmp_path / "restart", port=server.port).start()
+    try:
+        await asyncio.wait_for(pending, 30)
+        assert await store.ping()
+        loaded = await store.load("doc")
+        assert rebuild(loaded.snapshot, loaded.updates) == "ab"
+        await store.close()
+    finally:
+        restarted.stop()
