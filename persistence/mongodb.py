@@ -42,6 +42,7 @@ from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
 from .circuit import CircuitBreaker
+from .mongo_versions import list_versions, load_version
 from .store import StoredDocument, StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.mongodb")
@@ -162,19 +163,11 @@ class MongoStore:
 
     async def list_versions(self, name: str) -> list[VersionInfo]:
         """Return the kept versions of ``name``, oldest first."""
-        try:
-            cursor = self._db.versions.find({"doc": name}, projection={"data": 0}).sort("version_id", ASCENDING)
-            return [VersionInfo(entry["version_id"], entry["created_at"], entry["size"]) async for entry in cursor]
-        except PyMongoError as exc:
-            raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
+        return await list_versions(self._db.versions, name, self.description)
 
     async def load_version(self, name: str, version_id: int) -> bytes | None:
-        """Return the state saved as ``version_id`` of ``name``, or None."""
-        try:
-            entry = await self._db.versions.find_one({"doc": name, "version_id": version_id})
-        except PyMongoError as exc:
-            raise StoreUnavailable(f"cannot read versions from {self.description}: {exc}") from exc
-        return bytes(entry["data"]) if entry else None
+        """Return the state kept as ``version_id`` of ``name``, or None."""
+        return await load_version(self._db.versions, name, version_id, self.description)
 
     async def list_documents(self) -> list[str]:
         """Names of every stored document, sorted."""

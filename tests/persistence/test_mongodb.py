@@ -128,3 +128,19 @@ async def test_writes_wait_out_a_server_restart(tmp_path: Path) -> None:
         await store.close()
     finally:
         restarted.stop()
+
+
+async def test_versions_are_kept_listed_and_read(mongo: MongoServer) -> None:
+    store = await open_store(mongo)
+    doc = Doc()
+    states = []
+    for word in ("one", "two", "three"):
+        text_update(doc, word)
+        states.append(doc.get_update())
+        await store.save_version("doc", states[-1], keep=2)
+    versions = await store.list_versions("doc")
+    assert len(versions) == 2
+    assert [v.version_id for v in versions] == sorted(v.version_id for v in versions)
+    assert await store.load_version("doc", versions[0].version_id) == states[1]
+    assert await store.load_version("doc", 999) is None
+    await store.close()
