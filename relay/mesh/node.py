@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 Every update a relay accepts from one of its clients is published once to
-the document's subject, where the JetStream stream keeps it. Each relay that
-holds the document reads that subject through an ordered JetStream consumer
+the document's subject, where the JetStream stream keeps it. Each relay with
+the document loaded reads that subject through an ordered JetStream consumer
 and fans the update out to its own clients. A relay skips messages carrying
 its own relay id and never publishes what it received from the mesh, so an
 update crosses each relay once and traffic stops when clients stop.
@@ -88,7 +88,7 @@ class MeshConfig:
     max_message_size: int = 32 * 1024 * 1024
     heartbeat_interval: float = 2.0
     peer_timeout: float = 10.0
-    # How long a relay opening a room waits for peers' answers, and for the
+    # Seconds a relay opening a room waits for peers' replies, and for the
     # stream to deliver the document's log.
     sync_timeout: float = 0.5
     catch_up_timeout: float = 30.0
@@ -100,8 +100,8 @@ class _RoomLinks:
     subscriptions: list[Subscription]
     consumer: Any = None
     # True once the room has its subscriptions, its log consumer and the
-    # peers' answers; rooms opened while NATS was down are linked again on
-    # reconnect until this holds.
+    # peers' replies. Rooms opened while NATS was down are linked again on
+    # reconnect until this is true.
     complete: bool = False
     linking: bool = False
 
@@ -129,7 +129,7 @@ class MeshNode:
     async def start(self) -> None:
         """Connect, create or check the stream, start publishing and heartbeats.
 
-        Raises ``asyncio.TimeoutError`` when no server answers within
+        Raises ``asyncio.TimeoutError`` when no server responds within
         ``startup_timeout`` seconds, and ``StreamConfigConflict`` when the
         stream exists with other settings.
         """
@@ -294,7 +294,7 @@ class MeshNode:
         js = self.nc.jetstream(timeout=JS_TIMEOUT)
         subject = self.subjects.updates(room.name)
         # The stored snapshot covers the stream up to this sequence (0 when
-        # the store keeps its own log and knows no stream position).
+        # the store keeps its own log and has no stream position).
         start = room.stored_position + 1
         try:
             last = await js.get_last_msg(self.config.stream_name, subject)
@@ -339,7 +339,7 @@ class MeshNode:
             )
         if start > 1:
             # A compactor may have stored a newer snapshot and purged the log
-            # it covers between our load and the consumer's start; it writes
+            # it covers between our load and the consumer's start. It writes
             # the snapshot before purging, so reading it again now closes
             # that gap.
             await room.refresh_snapshot()
