@@ -38,7 +38,7 @@ DOC_NAME = "bench/automerge-paper"
 
 
 def trace_document() -> tuple[bytes, str]:
-    """The automerge-paper trace replayed into one pycrdt Text (ASCII, so byte = char)."""
+    """Replay the automerge-paper trace into one pycrdt Text (ASCII, so byte = char)."""
     trace = json.loads(gzip.decompress((traces_dir() / "sequential/automerge-paper.json.gz").read_bytes()))
     doc = Doc()
     text = doc.get("t", type=Text)

@@ -31,7 +31,7 @@ from tests.support.relay_process import RelayProcess
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """The value below which ``fraction`` of ``values`` fall (nearest rank)."""
+    """Return the value below which ``fraction`` of ``values`` fall (nearest rank)."""
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
     return ordered[index]
@@ -47,8 +47,8 @@ async def read_until(socket: websockets.ClientConnection, count: int, arrivals: 
             continue
         now = time.perf_counter()
         doc.apply_update(message.update)
-        # Each edit appends one marker "<index>;", so the text's length in
-        # markers tells which edit just arrived.
+        # Each edit appends one marker "<index>;", so the number of markers
+        # in the text identifies the edit that just arrived.
         current = str(text)
         seen = current.count(";")
         arrivals.setdefault(seen - 1, now)

@@ -35,30 +35,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
 from .circuit import CircuitBreaker
 from .mongo_versions import list_versions, load_version
+from .operations import QueuedOperation
 from .store import StoredDocument, StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.mongodb")
 
 _MAX_BATCH_OPERATIONS = 1000
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-
-
-@dataclass(slots=True)
-class _Operation:
-    kind: str
-    doc: str
-    data: bytes
-    state_vector: bytes
-    future: asyncio.Future[Any]
-    result: Any = None
 
 
 class MongoStore:
@@ -78,7 +67,7 @@ class MongoStore:
         self.commits = 0
         self._timeout_ms = int(timeout_seconds * 1000)
         self._client: AsyncMongoClient | None = None
-        self._queue: asyncio.Queue[_Operation | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[QueuedOperation | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._pending = 0
         self._healthy = True
@@ -211,14 +200,14 @@ class MongoStore:
             raise StoreUnavailable("store is closed")
         future = asyncio.get_running_loop().create_future()
         self._pending += 1
-        self._queue.put_nowait(_Operation(kind, name, data, state_vector, future))
+        self._queue.put_nowait(QueuedOperation(kind, name, data, state_vector, future))
         return future
 
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
             first = await self._queue.get()
-            batch: list[_Operation] = []
+            batch: list[QueuedOperation] = []
             if first is None:
                 stopping = True
             else:
@@ -232,7 +221,7 @@ class MongoStore:
             if batch:
                 await self._write_with_retry(batch)
 
-    async def _write_with_retry(self, batch: list[_Operation]) -> None:
+    async def _write_with_retry(self, batch: list[QueuedOperation]) -> None:
         attempt = 0
         while True:
             try:
@@ -258,7 +247,7 @@ class MongoStore:
             if not operation.future.done():
                 operation.future.set_result(operation.result)
 
-    async def _write(self, batch: list[_Operation]) -> None:
+    async def _write(self, batch: list[QueuedOperation]) -> None:
         # Consecutive appends go out as one insert_many; a snapshot or a
         # delete ends the run, so the order of operations is kept. A retry
         # may insert an append again, which the unique (doc, seq) index
@@ -280,7 +269,7 @@ class MongoStore:
                 await self._db.versions.delete_many({"doc": operation.doc})
         await self._insert(appends)
 
-    def _append_document(self, operation: _Operation) -> dict[str, object]:
+    def _append_document(self, operation: QueuedOperation) -> dict[str, object]:
         seq = self._assigned.get(id(operation))
         if seq is None:
             seq = self._next_seq
@@ -303,7 +292,7 @@ class MongoStore:
                     {"doc": document["doc"], "seq": document["seq"]}, {"$setOnInsert": document}, upsert=True
                 )
 
-    async def _write_version(self, operation: _Operation) -> None:
+    async def _write_version(self, operation: QueuedOperation) -> None:
         keep = int(operation.state_vector.decode())
         newest = await self._db.versions.find_one({"doc": operation.doc}, sort=[("version_id", -1)])
         version_id = (newest["version_id"] if newest else 0) + 1
@@ -314,7 +303,7 @@ class MongoStore:
         )
         await self._db.versions.delete_many({"doc": operation.doc, "version_id": {"$lte": version_id - keep}})
 
-    async def _write_snapshot(self, operation: _Operation) -> int:
+    async def _write_snapshot(self, operation: QueuedOperation) -> int:
         newest = await self._db.updates.find_one({"doc": operation.doc}, sort=[("seq", -1)], projection={"seq": 1})
         through_seq = newest["seq"] if newest else 0
         existing = await self._db.snapshots.find_one({"doc": operation.doc}, projection={"through_seq": 1})

@@ -4,7 +4,7 @@ Writes go through one writer thread that takes every queued operation, runs
 them in one transaction and commits (group commit): a burst of updates costs
 one commit, and an idle store commits a lone update at once. Each queued
 operation has an asyncio future that the writer resolves after the commit,
-so the relay knows when an update is durable.
+so the relay learns when an update is durable.
 
 Resource handling: the writer holds its own connection; loads use a second
 connection guarded by a lock, which WAL lets read while the writer writes.
@@ -28,10 +28,9 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .operations import QueuedOperation
 from .store import StoredDocument, StoreUnavailable, VersionInfo
 
 LOGGER = logging.getLogger("yrelay.persistence.sqlite")
@@ -65,16 +64,6 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 
-@dataclass(slots=True)
-class _Operation:
-    kind: str
-    doc: str
-    data: bytes
-    state_vector: bytes
-    future: asyncio.Future[Any]
-    result: Any = None
-
-
 _STOP = object()
 
 
@@ -87,7 +76,7 @@ class SQLiteStore:
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.commits = 0
-        self._queue: queue.SimpleQueue[_Operation | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[QueuedOperation | object] = queue.SimpleQueue()
         self._pending = 0
         self._healthy = True
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,7 +148,7 @@ class SQLiteStore:
         return StoredDocument(snapshot=snapshot, updates=[record[1] for record in records], position=position)
 
     async def load_after(self, name: str, position: int) -> list[bytes] | None:
-        """The log entries of ``name`` after ``position``, or None if a newer snapshot replaced some."""
+        """Return the log entries of ``name`` after ``position``, or None if a newer snapshot replaced some."""
         rows = await asyncio.to_thread(self._read_rows, "SELECT through_seq FROM snapshots WHERE doc = ?", (name,))
         if rows and int(rows[0][0]) > position:  # type: ignore[call-overload]  # an INTEGER column
             return None
@@ -170,10 +159,10 @@ class SQLiteStore:
 
     def save_version(self, name: str, state: bytes, keep: int) -> asyncio.Future[None]:
         """Queue ``state`` as a new version of ``name``, keeping the newest ``keep``."""
-        return self._enqueue(_Operation("version", name, state, str(keep).encode(), self._new_future()))
+        return self._enqueue(QueuedOperation("version", name, state, str(keep).encode(), self._new_future()))
 
     async def list_versions(self, name: str) -> list[VersionInfo]:
-        """The kept versions of ``name``, oldest first."""
+        """Return the kept versions of ``name``, oldest first."""
         rows = await asyncio.to_thread(
             self._read_rows,
             "SELECT version_id, created_at, LENGTH(data) FROM versions WHERE doc = ? ORDER BY version_id",
@@ -182,7 +171,7 @@ class SQLiteStore:
         return [VersionInfo(row[0], row[1], row[2]) for row in rows]
 
     async def load_version(self, name: str, version_id: int) -> bytes | None:
-        """The state saved as ``version_id`` of ``name``, or None."""
+        """Return the state saved as ``version_id`` of ``name``, or None."""
         rows = await asyncio.to_thread(
             self._read_rows, "SELECT data FROM versions WHERE doc = ? AND version_id = ?", (name, version_id)
         )
@@ -214,7 +203,7 @@ class SQLiteStore:
         return [row[0] for row in rows]
 
     async def ping(self) -> bool:
-        """True when the file answers a query and the last commit succeeded."""
+        """Return True when the file serves a query and the last commit succeeded."""
         if self._reader is None or not self._healthy:
             return False
         try:
@@ -232,28 +221,28 @@ class SQLiteStore:
 
     def append(self, name: str, update: bytes) -> asyncio.Future[None]:
         """Queue ``update`` for ``name``; the future completes after the commit."""
-        return self._enqueue(_Operation("append", name, update, b"", self._new_future()))
+        return self._enqueue(QueuedOperation("append", name, update, b"", self._new_future()))
 
     def replace_with_snapshot(self, name: str, snapshot: bytes, state_vector: bytes) -> asyncio.Future[int]:
         """Queue a snapshot replacing every log entry of ``name`` queued before it.
 
         The future returns the log position the snapshot covers.
         """
-        return self._enqueue(_Operation("snapshot", name, snapshot, state_vector, self._new_future()))
+        return self._enqueue(QueuedOperation("snapshot", name, snapshot, state_vector, self._new_future()))
 
     async def delete(self, name: str) -> None:
         """Remove ``name``'s snapshot and log, after the writes queued before."""
-        await self._enqueue(_Operation("delete", name, b"", b"", self._new_future()))
+        await self._enqueue(QueuedOperation("delete", name, b"", b"", self._new_future()))
 
     async def flush(self) -> None:
         """Wait for every operation queued so far."""
-        await self._enqueue(_Operation("barrier", "", b"", b"", self._new_future()))
+        await self._enqueue(QueuedOperation("barrier", "", b"", b"", self._new_future()))
 
     def _new_future(self) -> asyncio.Future[None]:
         assert self._loop is not None, "store is not open"
         return self._loop.create_future()
 
-    def _enqueue(self, operation: _Operation) -> asyncio.Future[None]:
+    def _enqueue(self, operation: QueuedOperation) -> asyncio.Future[None]:
         if self._writer is None:
             raise StoreUnavailable("store is closed")
         self._pending += 1
@@ -264,7 +253,7 @@ class SQLiteStore:
         stopping = False
         while not stopping:
             first = self._queue.get()
-            batch: list[_Operation] = []
+            batch: list[QueuedOperation] = []
             if first is _STOP:
                 stopping = True
             else:
@@ -282,7 +271,7 @@ class SQLiteStore:
                 self._commit_with_retry(connection, batch)
         connection.close()
 
-    def _commit_with_retry(self, connection: sqlite3.Connection, batch: list[_Operation]) -> None:
+    def _commit_with_retry(self, connection: sqlite3.Connection, batch: list[QueuedOperation]) -> None:
         attempt = 0
         while True:
             try:
@@ -305,7 +294,7 @@ class SQLiteStore:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._resolve, batch)
 
-    def _commit(self, connection: sqlite3.Connection, batch: list[_Operation]) -> None:
+    def _commit(self, connection: sqlite3.Connection, batch: list[QueuedOperation]) -> None:
         connection.execute("BEGIN IMMEDIATE")
         try:
             now = time.time()
@@ -326,7 +315,7 @@ class SQLiteStore:
             raise
 
     @staticmethod
-    def _write_snapshot(connection: sqlite3.Connection, operation: _Operation, now: float) -> int:
+    def _write_snapshot(connection: sqlite3.Connection, operation: QueuedOperation, now: float) -> int:
         # The writer runs operations in queue order, so the highest seq of
         # this document right now is the last update queued before the
         # snapshot, which the snapshot already contains.
@@ -353,7 +342,7 @@ class SQLiteStore:
         return int(through_seq)
 
     @staticmethod
-    def _write_version(connection: sqlite3.Connection, operation: _Operation, now: float) -> None:
+    def _write_version(connection: sqlite3.Connection, operation: QueuedOperation, now: float) -> None:
         keep = int(operation.state_vector.decode())
         connection.execute(
             "INSERT INTO versions (doc, created_at, data) VALUES (?, ?, ?)", (operation.doc, now, operation.data)
@@ -367,7 +356,7 @@ class SQLiteStore:
             (operation.doc, operation.doc, keep),
         )
 
-    def _resolve(self, batch: list[_Operation]) -> None:
+    def _resolve(self, batch: list[QueuedOperation]) -> None:
         self._pending -= len(batch)
         for operation in batch:
             if not operation.future.done():

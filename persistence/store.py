@@ -23,7 +23,7 @@ class StoreUnavailable(Exception):
 
 @dataclass(slots=True)
 class StoredDocument:
-    """What a backend holds for one document."""
+    """The stored content of one document."""
 
     snapshot: bytes | None = None
     updates: list[bytes] = field(default_factory=list)
@@ -70,13 +70,13 @@ class DocumentStore(Protocol):
         """
 
     async def load_after(self, name: str, position: int) -> list[bytes] | None:
-        """The log entries after ``position``, or None when a newer snapshot replaced some."""
+        """Return the log entries after ``position``, or None when a newer snapshot replaced some."""
 
     def save_version(self, name: str, state: bytes, keep: int) -> Awaitable[None]:
         """Queue a copy of the whole state as a new version, keeping the newest ``keep``."""
 
     async def list_versions(self, name: str) -> list[VersionInfo]:
-        """The kept versions of ``name``, oldest first."""
+        """Return the kept versions of ``name``, oldest first."""
 
     async def load_version(self, name: str, version_id: int) -> bytes | None:
         """The state saved as ``version_id``, or None when there is no such version."""

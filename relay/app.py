@@ -38,7 +38,7 @@ LOGGER = logging.getLogger("yrelay.app")
 
 
 def default_store(config: RelayConfig) -> DocumentStore:
-    """The store ``config`` selects: MongoDB when a URL is set, else SQLite, cached in Redis if set."""
+    """Build the store ``config`` selects: MongoDB when a URL is set, else SQLite, cached in Redis if set."""
     store: DocumentStore
     if config.mongodb_url is not None:
         store = MongoStore(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
@@ -50,7 +50,7 @@ def default_store(config: RelayConfig) -> DocumentStore:
 
 
 class StartupError(Exception):
-    """The relay cannot start; the message says why and what to change."""
+    """The relay cannot start. The message gives the cause and what to change."""
 
 
 class Relay:

@@ -10,7 +10,7 @@ MIB = 1024 * 1024
 
 @dataclass(slots=True)
 class RelayConfig:
-    """Everything ``yrelay serve`` can be told on its command line."""
+    """Every setting of ``yrelay serve``, with its command-line default."""
 
     host: str = "127.0.0.1"
     port: int = 1234

@@ -86,7 +86,7 @@ class DocumentSession:
         update brought nothing new (or only structs still waiting for their
         dependencies). Raises ``InvalidUpdate`` when the bytes are not a
         valid Yjs v1 update or yrs refuses them; the exception's
-        ``integrated`` then holds whatever yrs had already integrated, which
+        ``integrated`` then contains whatever yrs had already integrated, which
         the caller must forward and store like any other change.
         """
         validate_update(update)
@@ -162,17 +162,17 @@ class DocumentSession:
     # --- reading ----------------------------------------------------------
 
     def state_vector(self) -> bytes:
-        """The encoded state vector, cached until the next change."""
+        """Return the encoded state vector, cached until the next change."""
         if self._state_vector is None:
             self._state_vector = self.doc.get_state()
         return self._state_vector
 
     def encode_state(self) -> bytes:
-        """The whole document as one update, for snapshots."""
+        """Encode the whole document as one update, for snapshots."""
         return self.doc.get_update()
 
     def diff(self, state_vector: bytes) -> bytes:
-        """The update a peer with ``state_vector`` lacks (a sync step 2 payload).
+        """Encode the update a peer with ``state_vector`` lacks (a sync step 2 payload).
 
         Raises ``InvalidStateVector`` when the state vector cannot be decoded.
         """

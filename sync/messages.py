@@ -56,7 +56,7 @@ class SyncStep1:
 
 @dataclass(frozen=True, slots=True)
 class SyncStep2:
-    """The answer to a step 1: every struct and deletion the asker lacks."""
+    """The reply to a step 1: every struct and deletion the requester lacks."""
 
     update: bytes
 
@@ -85,7 +85,7 @@ class AuthMessage:
 
 @dataclass(frozen=True, slots=True)
 class QueryAwareness:
-    """A request for every awareness state the peer knows."""
+    """A request for every awareness state the peer has."""
 
 
 Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | AuthMessage | QueryAwareness

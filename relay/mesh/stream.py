@@ -1,4 +1,4 @@
-"""Create or check the JetStream stream that holds document update logs.
+"""Create or check the JetStream stream that keeps document update logs.
 
 At start-up the stream is created from configuration when it does not
 exist. When it exists, its settings are compared with the configuration and
@@ -26,7 +26,7 @@ class StreamConfigConflict(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
-    """What yrelay configures on its stream."""
+    """Settings yrelay configures on its stream."""
 
     name: str
     subjects: tuple[str, ...]
@@ -36,7 +36,7 @@ class StreamSettings:
     max_age_seconds: float  # 0 keeps messages until they are trimmed
 
     def to_config(self) -> StreamConfig:
-        """The nats-py configuration for these settings."""
+        """Build the nats-py configuration for these settings."""
         return StreamConfig(
             name=self.name,
             subjects=list(self.subjects),

@@ -21,7 +21,7 @@ MESSAGE_ID_HEADER = "Nats-Msg-Id"
 
 
 def document_token(name: str) -> str:
-    """The subject token of a document name."""
+    """Return the subject token of a document name."""
     return base64.urlsafe_b64encode(name.encode("utf-8")).rstrip(b"=").decode("ascii")
 
 
