@@ -17,6 +17,8 @@ from starlette.routing import Route
 
 from nats.errors import Error as NatsError
 
+from auth import KeysUnavailable, TokenVerifier
+
 from persistence import DocumentStore, StoreUnavailable
 from persistence.mesh_snapshots import MeshSnapshots
 from persistence.mesh_store import MeshSnapshotStore
@@ -25,6 +27,7 @@ from persistence.redis_cache import RedisCache, wrap_with_cache
 from persistence.sqlite import SQLiteStore
 from sync.errors import CloseCode
 
+from .access import AccessPolicy
 from .compactor import Compactor
 from .config import RelayConfig
 from .document_api import DocumentApi
@@ -71,8 +74,12 @@ class Relay:
         self.mesh = MeshNode(mesh_config, self.metrics) if mesh_config is not None else None
         self.rooms = RoomManager(self.store, config, self.metrics, self.mesh)
         self.shutting_down = False
-        self.websocket = WebSocketEndpoint(self.rooms, config.send_queue_bytes, lambda: self.shutting_down)
-        self.documents = DocumentApi(self.rooms, config.max_message_size)
+        self.verifier = TokenVerifier(config.auth) if config.auth is not None else None
+        self.access = AccessPolicy(self.verifier)
+        self.websocket = WebSocketEndpoint(
+            self.rooms, config.send_queue_bytes, lambda: self.shutting_down, self.access, config.auth_timeout
+        )
+        self.documents = DocumentApi(self.rooms, config.max_message_size, self.access)
         self.http = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -95,6 +102,12 @@ class Relay:
         except StoreUnavailable as exc:
             raise StartupError(str(exc)) from exc
         LOGGER.info("storing data in %s", self.store.description)
+        if self.verifier is not None and self.verifier.settings.keys is not None:
+            try:
+                await self.verifier.settings.keys.keys()
+            except KeysUnavailable:
+                # Tokens are rejected with 503 until a later fetch succeeds.
+                LOGGER.warning("signing keys are not available yet; they are fetched again on the next token")
         if self.mesh is not None:
             try:
                 await self.mesh.start()

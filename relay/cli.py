@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+from auth import AuthSettings, KeySource, Role, issue_token, parse_duration
+
 from .config import MIB, RelayConfig
+
+# Environment variable holding the HS256 shared secret, so it stays out of
+# the process list.
+SECRET_ENV = "YRELAY_AUTH_SECRET"
 
 
 def _positive_int(text: str) -> int:
@@ -102,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--peer-timeout", type=_non_negative_float, default=10.0,
                       help="seconds without a heartbeat after which a relay's awareness states are removed "
                            "(default %(default)s)")
+    _add_auth_options(serve, defaults)
     serve.add_argument("--log-level", default=defaults.log_level,
                        choices=("debug", "info", "warning", "error"),
                        help="lowest level of log lines written to standard error (default %(default)s)")
@@ -131,7 +139,115 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--compactor-id", default=None, help="lease holder name in logs (default: random)")
     compact.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                          help="lowest level of log lines written to standard error (default %(default)s)")
+    token = commands.add_parser("token", help="issue tokens for development")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    issue = token_commands.add_parser(
+        "issue", help="print a token signed with the shared secret (or --private-key-file)",
+        description="Print a signed JWT that grants ROLE on the documents matching each PATTERN. The key is "
+                    f"the shared secret from --auth-secret-file or ${SECRET_ENV}, or --private-key-file.",
+    )
+    issue.add_argument("--doc", action="append", required=True, metavar="PATTERN",
+                       help="document name pattern: '*' matches within one path segment, '**' across "
+                            "segments (repeatable)")
+    issue.add_argument("--role", required=True, choices=("viewer", "editor", "admin"), help="role on those documents")
+    issue.add_argument("--ttl", default="1h", help="lifetime such as 90s, 15m, 12h or 7d (default %(default)s)")
+    issue.add_argument("--subject", default=None, help="the 'sub' claim (default: a random dev-… id)")
+    issue.add_argument("--issuer", default=None, help="the 'iss' claim")
+    issue.add_argument("--audience", default=None, help="the 'aud' claim")
+    issue.add_argument("--auth-secret-file", type=Path, default=None, metavar="PATH",
+                       help=f"file holding the shared secret (default: ${SECRET_ENV})")
+    issue.add_argument("--private-key-file", type=Path, default=None, metavar="PATH",
+                       help="sign with this PEM private key (RSA, EC P-256 or Ed25519) instead of the secret")
+    issue.add_argument("--key-id", default=None, help="the 'kid' header, naming the key in the issuer's JWKS")
+    issue.add_argument("--roles-claim", default=defaults.auth_roles_claim, help="claim name (default %(default)s)")
     return parser
+
+
+def _add_auth_options(parser: argparse.ArgumentParser, defaults: RelayConfig) -> None:
+    group = parser.add_argument_group(
+        "authentication",
+        "Without --auth-secret-file, $" + SECRET_ENV + ", --jwks-url or --oidc-issuer the relay accepts anyone, "
+        "and only on a loopback address unless --allow-anonymous is given.",
+    )
+    group.add_argument("--auth-secret-file", type=Path, default=None, metavar="PATH",
+                       help=f"check HS256 tokens with the secret in this file, at least 32 bytes (or set ${SECRET_ENV})")
+    group.add_argument("--oidc-issuer", default=None, metavar="URL",
+                       help="check tokens with the keys of this OpenID Connect issuer (found through "
+                            "<URL>/.well-known/openid-configuration); also sets the expected 'iss'")
+    group.add_argument("--jwks-url", default=None, metavar="URL", help="check tokens with the keys of this JWKS")
+    group.add_argument("--auth-issuer", default=None, help="expected 'iss' claim (default: the OIDC issuer, if any)")
+    group.add_argument("--auth-audience", default=None, help="expected 'aud' claim (not checked when unset)")
+    group.add_argument("--auth-algorithms", default=None, metavar="LIST",
+                       help="comma-separated allowed 'alg' values (default: HS256 with a secret; RS256, ES256 and "
+                            "EdDSA with issuer keys)")
+    group.add_argument("--auth-leeway", type=int, default=defaults.auth_leeway,
+                       help="seconds of clock skew allowed on 'exp' and 'nbf' (default %(default)s)")
+    group.add_argument("--roles-claim", default=defaults.auth_roles_claim,
+                       help="claim mapping document patterns to roles (default %(default)s)")
+    group.add_argument("--jwks-refetch-interval", type=_non_negative_float, default=60.0,
+                       help="least seconds between key fetches caused by unknown key ids (default %(default)s)")
+    group.add_argument("--auth-timeout", type=_non_negative_float, default=defaults.auth_timeout,
+                       help="seconds a connection without a token in its URL or headers has to send one in an "
+                            "auth message (default %(default)s)")
+    group.add_argument("--allow-anonymous", action="store_true",
+                       help="accept connections without tokens on a non-loopback address")
+
+
+def _read_secret(path: Path | None) -> bytes | None:
+    """Return the shared secret from ``path``, else from the environment, else None."""
+    if path is not None:
+        try:
+            secret = path.read_bytes().strip()
+        except OSError as exc:
+            raise SystemExit(f"yrelay: cannot read the secret file {path}: {exc.strerror}") from None
+        return secret
+    value = os.environ.get(SECRET_ENV, "").strip()
+    return value.encode() if value else None
+
+
+def _auth_settings(args: argparse.Namespace) -> AuthSettings | None:
+    """Build token checks from the serve options; None when no key source is set."""
+    secret = _read_secret(args.auth_secret_file)
+    if args.oidc_issuer and args.jwks_url:
+        raise SystemExit("yrelay: set either --oidc-issuer or --jwks-url, not both")
+    keys = None
+    if args.oidc_issuer or args.jwks_url:
+        keys = KeySource(oidc_issuer=args.oidc_issuer, jwks_url=args.jwks_url,
+                         refetch_interval=args.jwks_refetch_interval)
+    if secret is None and keys is None:
+        return None
+    algorithms = frozenset(a.strip() for a in (args.auth_algorithms or "").split(",") if a.strip())
+    try:
+        return AuthSettings(
+            secret=secret,
+            keys=keys,
+            algorithms=algorithms,
+            issuer=args.auth_issuer or args.oidc_issuer,
+            audience=args.auth_audience,
+            leeway=args.auth_leeway,
+            roles_claim=args.roles_claim,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"yrelay: invalid authentication settings: {exc}") from None
+
+
+def _issue_token(args: argparse.Namespace) -> None:
+    try:
+        ttl = parse_duration(args.ttl)
+        role = Role.parse(args.role)
+        private_key = args.private_key_file.read_bytes() if args.private_key_file else None
+        secret = None if private_key is not None else _read_secret(args.auth_secret_file)
+        if private_key is None and secret is None:
+            raise ValueError(f"no key: pass --auth-secret-file or --private-key-file, or set ${SECRET_ENV}")
+        token = issue_token(
+            grants={pattern: role for pattern in args.doc}, ttl=ttl, secret=secret, private_key_pem=private_key,
+            key_id=args.key_id, subject=args.subject, issuer=args.issuer, audience=args.audience,
+            roles_claim=args.roles_claim,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"yrelay token issue: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(token)
 
 
 def _run_compactor(args: argparse.Namespace) -> None:
@@ -235,6 +351,9 @@ def _run_backup(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``yrelay`` command."""
     args = build_parser().parse_args(argv)
+    if args.command == "token":
+        _issue_token(args)
+        return
     if args.command == "compact":
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         _run_compactor(args)
@@ -266,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
             redis_url=args.redis,
             redis_ttl=args.redis_ttl,
             run_compactor=not args.no_compactor,
+            auth=_auth_settings(args),
+            allow_anonymous=args.allow_anonymous,
+            auth_timeout=args.auth_timeout,
             log_level=args.log_level,
         )
         logging.basicConfig(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from auth import AuthSettings
+
 MIB = 1024 * 1024
 
 
@@ -47,4 +49,12 @@ class RelayConfig:
     # Redis caches the latest snapshot of recently busy documents.
     redis_url: str | None = None
     redis_ttl: int = 3600
+    # Token checks; None means anonymous access (see relay.access).
+    auth: AuthSettings | None = None
+    allow_anonymous: bool = False
+    # Seconds a connection without a token in its URL or headers has to send
+    # one in an auth message.
+    auth_timeout: float = 10.0
+    auth_leeway: int = 5
+    auth_roles_claim: str = "yrelay_roles"
     log_level: str = "info"

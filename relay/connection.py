@@ -20,6 +20,8 @@ from typing import Awaitable, Callable
 
 from sync.errors import CloseCode
 
+from .access import ANONYMOUS, Grant
+
 LOGGER = logging.getLogger("yrelay.connection")
 
 SendFrame = Callable[[bytes], Awaitable[None]]
@@ -33,9 +35,14 @@ class Connection:
     the connection; it returns after ``close`` once the close frame is sent.
     """
 
-    def __init__(self, doc: str, send_frame: SendFrame, send_close: SendClose, max_queue_bytes: int) -> None:
+    def __init__(
+        self, doc: str, send_frame: SendFrame, send_close: SendClose, max_queue_bytes: int, grant: Grant = ANONYMOUS
+    ) -> None:
         self.id = secrets.token_hex(4)
         self.doc = doc
+        # The role and token expiry; replaced when the client sends a new token.
+        self.grant = grant
+        self.denied_writes = 0
         self.max_queue_bytes = max_queue_bytes
         self.close_code: int | None = None
         self.close_reason = ""

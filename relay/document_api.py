@@ -15,9 +15,16 @@
                                         forward to that content, and
                                         connected clients receive the edit
 
+Every request needs a token when the relay checks tokens, sent as
+``Authorization: Bearer <token>`` or ``?token=<token>``. Reading needs the
+viewer role, POST to /docs the editor role, and DELETE or a restore the admin
+role.
+
 Errors are JSON objects ``{"error": "..."}``: 400 for an invalid name or
-update, 404 for a document with no content, 413 for a body above
-``--max-message-size``, 503 when storage cannot be read.
+update, 401 for a missing or invalid token, 403 for a token whose role on
+the document is too low, 404 for a document with no content, 413 for a body
+above ``--max-message-size``, 503 when storage cannot be read or the
+issuer's keys cannot be fetched.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from auth import AuthError, Role
 from persistence import StoreUnavailable
 from sync.errors import CloseCode, InvalidUpdate
 from sync.export import document_to_python
 
+from .access import AccessPolicy, token_from_scope
 from .names import InvalidDocumentName, document_name_from_path
 from .rooms import RoomManager
 
@@ -45,9 +54,10 @@ def _error(status: int, message: str) -> JSONResponse:
 class DocumentApi:
     """Starlette routes of the document API over one relay's rooms."""
 
-    def __init__(self, rooms: RoomManager, max_body_bytes: int) -> None:
+    def __init__(self, rooms: RoomManager, max_body_bytes: int, access: AccessPolicy | None = None) -> None:
         self.rooms = rooms
         self.max_body_bytes = max_body_bytes
+        self.access = access or AccessPolicy(None)
 
     def routes(self) -> list[Route]:
         """The routes to mount in the relay's HTTP app."""
@@ -56,12 +66,29 @@ class DocumentApi:
             Route("/versions/{name:path}", self._versions, methods=["GET", "POST"]),
         ]
 
+    async def _authorize(self, request: Request, name: str, needed: Role) -> Response | None:
+        """Return an error response when the request's token does not grant ``needed`` on ``name``."""
+        try:
+            await self.access.grant(token_from_scope(request.scope), name, needed)
+        except AuthError as exc:
+            self.rooms.metrics.auth_failures.labels(status=str(exc.status)).inc()
+            LOGGER.info("rejected request doc=%s method=%s status=%d: %s",
+                        name, request.method, exc.status, exc.message)
+            response = _error(exc.status, exc.message)
+            if exc.status == 401:
+                response.headers["www-authenticate"] = 'Bearer error="invalid_token"'
+            return response
+        return None
+
     async def _versions(self, request: Request) -> Response:
         try:
             name = document_name_from_path(request.path_params["name"])
         except InvalidDocumentName as exc:
             return _error(400, str(exc))
         raw_id = request.query_params.get("id")
+        refused = await self._authorize(request, name, Role.ADMIN if request.method == "POST" else Role.VIEWER)
+        if refused is not None:
+            return refused
         try:
             if raw_id is None:
                 if request.method != "GET":
@@ -93,6 +120,10 @@ class DocumentApi:
             name = document_name_from_path(request.path_params["name"])
         except InvalidDocumentName as exc:
             return _error(400, str(exc))
+        needed = {"GET": Role.VIEWER, "POST": Role.EDITOR}.get(request.method, Role.ADMIN)
+        refused = await self._authorize(request, name, needed)
+        if refused is not None:
+            return refused
         try:
             if request.method == "GET":
                 return await self._read(name, request.query_params.get("format", "update"))

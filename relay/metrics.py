@@ -23,6 +23,13 @@ class RelayMetrics:
         self.updates_rejected = Counter(
             "yrelay_updates_rejected", "Updates rejected as invalid.", registry=self.registry
         )
+        self.writes_denied = Counter(
+            "yrelay_writes_denied", "Updates from read-only connections that were rejected.", registry=self.registry
+        )
+        self.auth_failures = Counter(
+            "yrelay_auth_failures", "Connections and requests rejected by token checks, by HTTP status.",
+            ["status"], registry=self.registry,
+        )
         self.connections_closed = Counter(
             "yrelay_connections_closed", "Connections closed, by close code.", ["code"], registry=self.registry
         )

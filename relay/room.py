@@ -31,7 +31,6 @@ from sync.awareness import AwarenessRegistry
 from sync.document import DocumentSession
 from sync.errors import InvalidUpdate, ProtocolError
 from sync.messages import (
-    AuthMessage,
     AwarenessUpdate,
     Message,
     QueryAwareness,
@@ -53,7 +52,11 @@ from .metrics import RelayMetrics
 
 LOGGER = logging.getLogger("yrelay.room")
 
-AUTH_NOT_CONFIGURED = "token exchange is not configured on this relay"
+# The y-protocols permission-denied reason sent when a viewer sends an update.
+READ_ONLY_REASON = "read-only"
+# An update with no structs and an empty delete set, as clients send in step 2
+# when they have nothing the relay lacks.
+_EMPTY_UPDATE = b"\x00\x00"
 # Distinct state vectors whose sync replies are kept for the current version.
 _REPLY_CACHE_ENTRIES = 4
 
@@ -237,7 +240,10 @@ class Room:
     def handle(self, connection: Connection, message: Message) -> None:
         """Handle one parsed message; raises ``ProtocolError`` on a bad payload."""
         if isinstance(message, SyncUpdate | SyncStep2):
-            self._apply_from(connection, message.update)
+            if connection.grant.can_write:
+                self._apply_from(connection, message.update)
+            elif message.update != _EMPTY_UPDATE:
+                self._deny_write(connection, len(message.update))
         elif isinstance(message, AwarenessUpdate):
             accepted = self.awareness.apply(message.payload, connection.id, time.monotonic())
             if accepted is not None:
@@ -250,8 +256,18 @@ class Room:
             states = self.awareness.encode_all()
             if states is not None:
                 connection.send(encode_awareness(states))
-        elif isinstance(message, AuthMessage):
-            connection.send(encode_auth_permission_denied(AUTH_NOT_CONFIGURED))
+
+    def _deny_write(self, connection: Connection, update_bytes: int) -> None:
+        # Nothing of the update is applied, stored or relayed; the client is
+        # told each time, but only the first denial per connection is logged.
+        self.metrics.writes_denied.inc()
+        connection.denied_writes += 1
+        if connection.denied_writes == 1:
+            LOGGER.info(
+                "write denied doc=%s conn=%s role=%s bytes=%d: read-only connection",
+                self.name, connection.id, connection.grant.role.name.lower(), update_bytes,
+            )
+        connection.send(encode_auth_permission_denied(READ_ONLY_REASON))
 
     def _apply_from(self, connection: Connection | None, update: bytes) -> None:
         try:

@@ -1,9 +1,20 @@
 """The WebSocket endpoint: one ASGI connection from upgrade to close.
 
-The handler accepts the upgrade, attaches the connection to its room (which
-may be loading), greets it with the room's state vector and awareness, and
-then feeds every frame to the room. Frames the client sent during the load
-wait in the server's receive queue and are handled in order afterwards.
+The handler checks the token, accepts the upgrade, attaches the connection
+to its room (which may be loading), greets it with the room's state vector
+and awareness, and then feeds every frame to the room. Frames the client
+sent during the load wait in the server's receive queue and are handled in
+order afterwards.
+
+A token in the URL (``?token=``) or an ``Authorization: Bearer`` header is
+checked before the upgrade, and a bad one is answered with an HTTP status,
+so no frame of that client is ever read. A client without either may send
+its token as the first message: a y-protocols auth message (type 2) of
+sub-type 0 whose string is the token. Any other first message, or none
+within ``--auth-timeout``, closes the connection with 4401. The same auth
+message later in the session replaces the token, which is how a client
+extends its session before the token expires. When the token expires, the
+connection is closed with 4401.
 
 Every way a connection can fail maps to one close code (docs/close-codes.md)
 and one INFO log line naming the document and the connection; the peer gets
@@ -14,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
+from auth import AuthError
 from persistence import StoreUnavailable
 from sync.errors import CloseCode, ProtocolError
-from sync.messages import parse_message
+from sync.messages import AuthMessage, encode_auth_permission_denied, parse_message
 
+from .access import AccessPolicy, Grant, token_from_scope
 from .connection import Connection
 from .names import InvalidDocumentName, document_name_from_path
 from .room import Room
@@ -33,6 +47,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Seconds the peer has to reply to our close frame before we drop it.
 CLOSE_TIMEOUT = 5.0
+# The y-protocols auth sub-type that carries a token from the client. The
+# relay sends the same sub-type number as permission-denied.
+AUTH_TOKEN = 0
+TOKEN_NOT_NEEDED = "this relay does not check tokens"
 
 
 class TextFrame(ProtocolError):
@@ -42,13 +60,31 @@ class TextFrame(ProtocolError):
     reason = "text frames are not supported"
 
 
+def close_code_for(exc: AuthError) -> CloseCode:
+    """Return the close code for an auth failure after the upgrade."""
+    if exc.status == 403:
+        return CloseCode.FORBIDDEN
+    if exc.status == 503:
+        return CloseCode.TRY_AGAIN_LATER
+    return CloseCode.UNAUTHORIZED
+
+
 class WebSocketEndpoint:
     """ASGI handler for ``ws://host/<document name>``."""
 
-    def __init__(self, rooms: RoomManager, send_queue_bytes: int, is_shutting_down: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        rooms: RoomManager,
+        send_queue_bytes: int,
+        is_shutting_down: Callable[[], bool],
+        access: AccessPolicy | None = None,
+        auth_timeout: float = 10.0,
+    ) -> None:
         self.rooms = rooms
         self.send_queue_bytes = send_queue_bytes
         self.is_shutting_down = is_shutting_down
+        self.access = access or AccessPolicy(None)
+        self.auth_timeout = auth_timeout
         self.metrics = rooms.metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,6 +101,16 @@ class WebSocketEndpoint:
             LOGGER.info("rejected upgrade doc=%s: relay is shutting down", name)
             await _reject(scope, send, 503, "relay is shutting down")
             return
+        token = token_from_scope(scope)
+        grant: Grant | None = None
+        if token is not None or not self.access.requires_token:
+            try:
+                grant = await self.access.grant(token, name)
+            except AuthError as exc:
+                self.metrics.auth_failures.labels(status=str(exc.status)).inc()
+                LOGGER.info("rejected upgrade doc=%s status=%d: %s", name, exc.status, exc.message)
+                await _reject(scope, send, exc.status, exc.message)
+                return
         await send({"type": "websocket.accept"})
 
         async def send_frame(frame: bytes) -> None:
@@ -78,7 +124,13 @@ class WebSocketEndpoint:
         LOGGER.debug("opened doc=%s conn=%s", name, connection.id)
         writer = asyncio.create_task(connection.run_writer(), name=f"writer:{connection.id}")
         try:
-            await self._serve(connection, receive, writer)
+            if grant is None:
+                grant = await self._authenticate_first_message(connection, receive)
+            if grant is not None:
+                connection.grant = grant
+                await self._serve(connection, receive, writer)
+            else:
+                await _wait_writer(writer)
         finally:
             self.metrics.connections.dec()
             if not writer.done():
@@ -86,6 +138,53 @@ class WebSocketEndpoint:
                 await writer
             code = connection.close_code
             self.metrics.connections_closed.labels(code=str(code if code is not None else 1005)).inc()
+
+    async def _authenticate_first_message(self, connection: Connection, receive: Receive) -> Grant | None:
+        """Wait for the token in an auth message; return None after closing the connection."""
+        try:
+            event = await asyncio.wait_for(receive(), self.auth_timeout)
+        except asyncio.TimeoutError:
+            self._refuse(connection, CloseCode.UNAUTHORIZED, "no token within the authentication timeout")
+            return None
+        if event["type"] == "websocket.disconnect":
+            connection.transport_closed()
+            return None
+        data = event.get("bytes")
+        try:
+            message = parse_message(data) if data is not None else None
+        except ProtocolError as exc:
+            self._refuse(connection, exc.close_code, exc.reason)
+            return None
+        if not isinstance(message, AuthMessage) or message.auth_type != AUTH_TOKEN:
+            self._refuse(connection, CloseCode.UNAUTHORIZED, "token required before any other message")
+            return None
+        try:
+            return await self.access.grant(message.text, connection.doc)
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(status=str(exc.status)).inc()
+            self._refuse(connection, close_code_for(exc), exc.message)
+            return None
+
+    def _refuse(self, connection: Connection, code: int, reason: str) -> None:
+        LOGGER.info("closing doc=%s conn=%s code=%d: %s", connection.doc, connection.id, code, reason)
+        connection.close(code, reason)
+
+    async def _replace_token(self, connection: Connection, message: AuthMessage, expiry: _ExpiryTimer) -> None:
+        """Check a token sent during the session; it replaces the old one, or the connection closes."""
+        if not self.access.requires_token:
+            connection.send(encode_auth_permission_denied(TOKEN_NOT_NEEDED))
+            return
+        if message.auth_type != AUTH_TOKEN:
+            return
+        try:
+            grant = await self.access.grant(message.text, connection.doc)
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(status=str(exc.status)).inc()
+            self._refuse(connection, close_code_for(exc), exc.message)
+            return
+        connection.grant = grant
+        expiry.schedule(grant.expires_at)
+        LOGGER.debug("token replaced doc=%s conn=%s role=%s", connection.doc, connection.id, grant.role.name.lower())
 
     async def _serve(self, connection: Connection, receive: Receive, writer: asyncio.Task[None]) -> None:
         try:
@@ -108,6 +207,8 @@ class WebSocketEndpoint:
         handler = asyncio.current_task()
         assert handler is not None
         watchdog = _cancel_after_close(writer, handler)
+        expiry = _ExpiryTimer(connection, self._refuse)
+        expiry.schedule(connection.grant.expires_at)
         try:
             while connection.is_open:
                 event = await receive()
@@ -121,7 +222,15 @@ class WebSocketEndpoint:
                 data = event.get("bytes")
                 if data is None:
                     raise TextFrame()
-                room.handle(connection, parse_message(data))
+                # The timer may not have run yet when a frame arrives just
+                # after the expiry, so the time is checked here too.
+                if expiry.expired():
+                    break
+                message = parse_message(data)
+                if isinstance(message, AuthMessage):
+                    await self._replace_token(connection, message, expiry)
+                else:
+                    room.handle(connection, message)
         except ProtocolError as exc:
             LOGGER.info(
                 "closing doc=%s conn=%s code=%d: %s", connection.doc, connection.id, exc.close_code, exc.reason
@@ -136,6 +245,7 @@ class WebSocketEndpoint:
             connection.close(CloseCode.INTERNAL_ERROR, "")
         finally:
             watchdog.disarm()
+            expiry.cancel()
         await _wait_writer(writer)
 
     @staticmethod
@@ -150,6 +260,38 @@ class WebSocketEndpoint:
             LOGGER.debug("peer closed doc=%s conn=%s code=%s", connection.doc, connection.id, code)
             if connection.close_code is None:
                 connection.close_code = code
+
+
+class _ExpiryTimer:
+    """Closes a connection with 4401 when its token expires."""
+
+    def __init__(self, connection: Connection, refuse: Callable[[Connection, int, str], None]) -> None:
+        self._connection = connection
+        self._refuse = refuse
+        self._expires_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def schedule(self, expires_at: float | None) -> None:
+        self.cancel()
+        self._expires_at = expires_at
+        if expires_at is not None:
+            delay = max(0.0, expires_at - time.time())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def expired(self) -> bool:
+        if self._expires_at is None or time.time() < self._expires_at:
+            return False
+        self._fire()
+        return True
+
+    def _fire(self) -> None:
+        if self._connection.is_open:
+            self._refuse(self._connection, CloseCode.UNAUTHORIZED, "token expired")
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _CloseWatchdog:
@@ -193,11 +335,10 @@ async def _reject(scope: Scope, send: Send, status: int, message: str) -> None:
     """Refuse an upgrade with an HTTP status, where the server supports it."""
     if "websocket.http.response" in scope.get("extensions", {}):
         body = ('{"error": %s}' % _json_string(message)).encode()
-        await send({
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        })
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})

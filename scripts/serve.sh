@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x "$repo/.venv/bin/python" ]; then
     "$PYTHON" -m venv "$repo/.venv"
 fi
-if ! "$repo/.venv/bin/python" -c "import relay, pycrdt, hypercorn, nats, pymongo" 2>/dev/null; then
+if ! "$repo/.venv/bin/python" -c "import relay, auth, pycrdt, hypercorn, nats, pymongo, joserfc, authlib" 2>/dev/null; then
     "$repo/.venv/bin/pip" install --quiet -e "$repo"
 fi
 exec "$repo/.venv/bin/yrelay" serve "$@"

@@ -23,6 +23,10 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
     INVALID_DOCUMENT_NAME = 4400
+    # Missing, invalid or expired token: reconnect with a new one.
+    UNAUTHORIZED = 4401
+    # The token is valid but grants no access to this document.
+    FORBIDDEN = 4403
     DOCUMENT_DELETED = 4410
 
 

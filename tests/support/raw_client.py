@@ -264,10 +264,26 @@ class RawClient:
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
-    async def connect(cls, base_url: str, doc_name: str, *, open_timeout: float = 5.0) -> RawClient:
-        """Open a connection to ``doc_name`` on the relay at ``base_url`` (``ws://127.0.0.1:PORT``)."""
+    async def connect(
+        cls,
+        base_url: str,
+        doc_name: str,
+        *,
+        open_timeout: float = 5.0,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawClient:
+        """Open a connection to ``doc_name`` on the relay at ``base_url`` (``ws://127.0.0.1:PORT``).
+
+        ``token`` is sent as the ``token`` query parameter, as the y-websocket
+        provider's ``params`` option does.
+        """
+        url = document_url(base_url, doc_name)
+        if token is not None:
+            url += "?" + urllib.parse.urlencode({"token": token})
         ws = await ws_connect(
-            document_url(base_url, doc_name),
+            url,
+            additional_headers=headers,
             max_size=None,
             compression=None,
             proxy=None,
