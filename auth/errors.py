@@ -1,4 +1,4 @@
-"""Why a token was not accepted, as exceptions that carry an HTTP status.
+"""Exceptions for rejected tokens, each carrying an HTTP status.
 
 Messages name the failed check ("token expired", "wrong audience"). They
 never contain the token or any claim value, so they are safe to log and to

@@ -11,6 +11,7 @@ import secrets
 import time
 
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from .roles import Role
@@ -43,7 +44,7 @@ def issue_token(
     """Return a signed JWT granting each pattern of ``grants`` its role for ``ttl`` seconds.
 
     Signs with HS256 and ``secret``, or with ``private_key_pem`` (RS256 for
-    an RSA key, ES256 for a P-256 key, EdDSA for an Ed25519 key).
+    an RSA key, ES256 for a P-256 key, Ed25519, the RFC 9864 name for EdDSA, for an Ed25519 key).
     """
     issued_at = int(time.time() if now is None else now)
     claims: dict[str, object] = {
@@ -72,10 +73,10 @@ def issue_token(
 
 
 def _private_key(pem: bytes) -> tuple[RSAKey | ECKey | OKPKey, str]:
-    for key_type, algorithm in ((RSAKey, "RS256"), (ECKey, "ES256"), (OKPKey, "EdDSA")):
+    for key_type, algorithm in ((RSAKey, "RS256"), (ECKey, "ES256"), (OKPKey, "Ed25519")):
         try:
             key = key_type.import_key(pem)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, JoseError):
             continue
         if not key.is_private:
             raise ValueError("the key file holds a public key; signing needs the private key")

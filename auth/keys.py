@@ -126,7 +126,7 @@ class KeySource:
 
 
 class _HttpError(Exception):
-    """The issuer answered with a status other than 200."""
+    """The issuer returned a status other than 200."""
 
 
 def _raise_for_status(response: object) -> None:

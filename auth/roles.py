@@ -17,7 +17,7 @@ from enum import IntEnum
 
 
 class Role(IntEnum):
-    """What a connection may do with a document; a higher role includes the lower ones."""
+    """Permission level on a document; a higher role includes the lower ones."""
 
     VIEWER = 1  # read the document and awareness, send awareness
     EDITOR = 2  # also write updates

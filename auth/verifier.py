@@ -34,17 +34,18 @@ MAX_TOKEN_BYTES = 16 * 1024
 # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash.
 MIN_SECRET_BYTES = 32
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"})
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "Ed25519"})
 
 
 @dataclass(slots=True)
 class AuthSettings:
-    """How tokens are checked. At least one of ``secret`` and ``keys`` must be set."""
+    """Token check settings. At least one of ``secret`` and ``keys`` must be set."""
 
     secret: bytes | None = None
     keys: KeySource | None = None
     # Accepted "alg" values. Empty means HS256 with a secret plus RS256,
-    # ES256 and EdDSA with issuer keys.
+    # ES256, EdDSA and Ed25519 (the RFC 9864 name for EdDSA over Ed25519)
+    # with issuer keys.
     algorithms: frozenset[str] = field(default_factory=frozenset)
     issuer: str | None = None
     audience: str | None = None
@@ -62,7 +63,7 @@ class AuthSettings:
             if self.secret is not None:
                 default.add("HS256")
             if self.keys is not None:
-                default |= {"RS256", "ES256", "EdDSA"}
+                default |= {"RS256", "ES256", "EdDSA", "Ed25519"}
             self.algorithms = frozenset(default)
         unknown = self.algorithms - SYMMETRIC_ALGORITHMS - ASYMMETRIC_ALGORITHMS
         if unknown:

@@ -1,4 +1,4 @@
-"""Who may open a document, and with which role.
+"""Access policy: whether a token may open a document, and with which role.
 
 With token verification configured, every WebSocket connection and HTTP
 request needs a token that grants a role on its document. Without it the
@@ -89,12 +89,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class AnonymousAccessRefused(Exception):
+class AnonymousAccessRejected(Exception):
     """The relay would listen beyond loopback with no token verification configured."""
 
 
 def check_anonymous_allowed(host: str, verifier: TokenVerifier | None, allow_anonymous: bool) -> str:
-    """Return the start-up log line about access; raises ``AnonymousAccessRefused`` when starting is unsafe."""
+    """Return the start-up log line about access; raises ``AnonymousAccessRejected`` when starting is unsafe."""
     if verifier is not None:
         return f"tokens required; verified with {verifier.description}"
     if is_loopback(host):
@@ -102,7 +102,7 @@ def check_anonymous_allowed(host: str, verifier: TokenVerifier | None, allow_ano
                 "configure --auth-secret-file, --jwks-url or --oidc-issuer before listening on other addresses")
     if allow_anonymous:
         return f"anonymous access on {host}: anyone who can reach this address can read, edit and delete documents"
-    raise AnonymousAccessRefused(
+    raise AnonymousAccessRejected(
         f"refusing to listen on {host} without token verification: configure --auth-secret-file, "
         "--jwks-url or --oidc-issuer, or pass --allow-anonymous to accept anyone"
     )

@@ -178,14 +178,14 @@ def _add_auth_options(parser: argparse.ArgumentParser, defaults: RelayConfig) ->
     group.add_argument("--auth-issuer", default=None, help="expected 'iss' claim (default: the OIDC issuer, if any)")
     group.add_argument("--auth-audience", default=None, help="expected 'aud' claim (not checked when unset)")
     group.add_argument("--auth-algorithms", default=None, metavar="LIST",
-                       help="comma-separated allowed 'alg' values (default: HS256 with a secret; RS256, ES256 and "
-                            "EdDSA with issuer keys)")
+                       help="comma-separated allowed 'alg' values (default: HS256 with a secret; RS256, ES256, EdDSA and "
+                            "Ed25519 with issuer keys)")
     group.add_argument("--auth-leeway", type=int, default=defaults.auth_leeway,
                        help="seconds of clock skew allowed on 'exp' and 'nbf' (default %(default)s)")
     group.add_argument("--roles-claim", default=defaults.auth_roles_claim,
                        help="claim mapping document patterns to roles (default %(default)s)")
     group.add_argument("--jwks-refetch-interval", type=_non_negative_float, default=60.0,
-                       help="least seconds between key fetches caused by unknown key ids (default %(default)s)")
+                       help="minimum seconds between key fetches caused by unknown key ids (default %(default)s)")
     group.add_argument("--auth-timeout", type=_non_negative_float, default=defaults.auth_timeout,
                        help="seconds a connection without a token in its URL or headers has to send one in an "
                             "auth message (default %(default)s)")

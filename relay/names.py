@@ -14,9 +14,10 @@ def document_name_from_path(path: str) -> str:
 
     The name is everything after the leading slash and may contain ``/``.
     Raises ``InvalidDocumentName`` for an empty name, one longer than
-    ``MAX_NAME_BYTES`` bytes of UTF-8, one with control characters, or one
-    with an empty, ``.`` or ``..`` segment, which would make names that
-    look different refer to one file or key in some backends.
+    ``MAX_NAME_BYTES`` bytes of UTF-8, one with control characters or a
+    backslash, or one with an empty, ``.`` or ``..`` segment. Backslashes
+    and those segments would make names that look different refer to one
+    file or key in some backends, and slip past role patterns.
     """
     name = path[1:] if path.startswith("/") else path
     if not name:
@@ -25,6 +26,8 @@ def document_name_from_path(path: str) -> str:
         raise InvalidDocumentName(f"document name is longer than {MAX_NAME_BYTES} bytes")
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
         raise InvalidDocumentName("document name contains control characters")
+    if "\\" in name:
+        raise InvalidDocumentName("document name contains a backslash")
     if any(segment in ("", ".", "..") for segment in name.split("/")):
         raise InvalidDocumentName("document name has an empty, '.' or '..' segment")
     return name

@@ -258,8 +258,8 @@ class Room:
                 connection.send(encode_awareness(states))
 
     def _deny_write(self, connection: Connection, update_bytes: int) -> None:
-        # Nothing of the update is applied, stored or relayed; the client is
-        # told each time, but only the first denial per connection is logged.
+        # Nothing of the update is applied, stored or relayed. The client gets
+        # a permission-denied message each time, but only the first is logged.
         self.metrics.writes_denied.inc()
         connection.denied_writes += 1
         if connection.denied_writes == 1:

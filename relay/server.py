@@ -16,7 +16,7 @@ from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
 
-from .access import AnonymousAccessRefused, check_anonymous_allowed
+from .access import AnonymousAccessRejected, check_anonymous_allowed
 from .app import Relay, StartupError
 from .hypercorn_patches import finish_oversized_close, set_permessage_deflate
 from .config import RelayConfig
@@ -75,7 +75,7 @@ async def serve_relay(config: RelayConfig, mesh_config: MeshConfig | None = None
 
     try:
         LOGGER.info("%s", check_anonymous_allowed(config.host, relay.verifier, config.allow_anonymous))
-    except AnonymousAccessRefused as exc:
+    except AnonymousAccessRejected as exc:
         LOGGER.error("cannot start: %s", exc)
         raise SystemExit(2) from None
     set_permessage_deflate(config.websocket_compression)

@@ -7,7 +7,7 @@ sent during the load wait in the server's receive queue and are handled in
 order afterwards.
 
 A token in the URL (``?token=``) or an ``Authorization: Bearer`` header is
-checked before the upgrade, and a bad one is answered with an HTTP status,
+checked before the upgrade, and a bad one gets an HTTP error status,
 so no frame of that client is ever read. A client without either may send
 its token as the first message: a y-protocols auth message (type 2) of
 sub-type 0 whose string is the token. Any other first message, or none
@@ -144,7 +144,7 @@ class WebSocketEndpoint:
         try:
             event = await asyncio.wait_for(receive(), self.auth_timeout)
         except asyncio.TimeoutError:
-            self._refuse(connection, CloseCode.UNAUTHORIZED, "no token within the authentication timeout")
+            self._close_logged(connection, CloseCode.UNAUTHORIZED, "no token within the authentication timeout")
             return None
         if event["type"] == "websocket.disconnect":
             connection.transport_closed()
@@ -153,19 +153,19 @@ class WebSocketEndpoint:
         try:
             message = parse_message(data) if data is not None else None
         except ProtocolError as exc:
-            self._refuse(connection, exc.close_code, exc.reason)
+            self._close_logged(connection, exc.close_code, exc.reason)
             return None
         if not isinstance(message, AuthMessage) or message.auth_type != AUTH_TOKEN:
-            self._refuse(connection, CloseCode.UNAUTHORIZED, "token required before any other message")
+            self._close_logged(connection, CloseCode.UNAUTHORIZED, "token required before any other message")
             return None
         try:
             return await self.access.grant(message.text, connection.doc)
         except AuthError as exc:
             self.metrics.auth_failures.labels(status=str(exc.status)).inc()
-            self._refuse(connection, close_code_for(exc), exc.message)
+            self._close_logged(connection, close_code_for(exc), exc.message)
             return None
 
-    def _refuse(self, connection: Connection, code: int, reason: str) -> None:
+    def _close_logged(self, connection: Connection, code: int, reason: str) -> None:
         LOGGER.info("closing doc=%s conn=%s code=%d: %s", connection.doc, connection.id, code, reason)
         connection.close(code, reason)
 
@@ -180,7 +180,7 @@ class WebSocketEndpoint:
             grant = await self.access.grant(message.text, connection.doc)
         except AuthError as exc:
             self.metrics.auth_failures.labels(status=str(exc.status)).inc()
-            self._refuse(connection, close_code_for(exc), exc.message)
+            self._close_logged(connection, close_code_for(exc), exc.message)
             return
         connection.grant = grant
         expiry.schedule(grant.expires_at)
@@ -207,7 +207,7 @@ class WebSocketEndpoint:
         handler = asyncio.current_task()
         assert handler is not None
         watchdog = _cancel_after_close(writer, handler)
-        expiry = _ExpiryTimer(connection, self._refuse)
+        expiry = _ExpiryTimer(connection, self._close_logged)
         expiry.schedule(connection.grant.expires_at)
         try:
             while connection.is_open:
@@ -265,9 +265,9 @@ class WebSocketEndpoint:
 class _ExpiryTimer:
     """Closes a connection with 4401 when its token expires."""
 
-    def __init__(self, connection: Connection, refuse: Callable[[Connection, int, str], None]) -> None:
+    def __init__(self, connection: Connection, close: Callable[[Connection, int, str], None]) -> None:
         self._connection = connection
-        self._refuse = refuse
+        self._close = close
         self._expires_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -286,7 +286,7 @@ class _ExpiryTimer:
 
     def _fire(self) -> None:
         if self._connection.is_open:
-            self._refuse(self._connection, CloseCode.UNAUTHORIZED, "token expired")
+            self._close(self._connection, CloseCode.UNAUTHORIZED, "token expired")
 
     def cancel(self) -> None:
         if self._timer is not None:
