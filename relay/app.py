@@ -190,6 +190,10 @@ class Relay:
 
     async def _metrics(self, _request: Request) -> Response:
         self.metrics.store_pending_writes.set(getattr(self.store, "pending_writes", 0))
+        self.metrics.send_queue_bytes_max.set(max(
+            (connection.queued_bytes for room in self.rooms.rooms.values() for connection in room.connections),
+            default=0,
+        ))
         cache = getattr(self.store, "cache", None)
         if cache is not None:
             self.metrics.cache_hits.set(cache.hits)

@@ -53,4 +53,8 @@ class RelayMetrics:
         self.cache_hits = Gauge("yrelay_cache_hits", "Rooms opened from the Redis cache.", registry=self.registry)
         self.cache_misses = Gauge("yrelay_cache_misses", "Redis cache lookups that missed.", registry=self.registry)
         self.cache_errors = Gauge("yrelay_cache_errors", "Redis calls that failed.", registry=self.registry)
+        self.send_queue_bytes_max = Gauge(
+            "yrelay_send_queue_bytes_max", "Bytes queued for the connection with the longest send queue.",
+            registry=self.registry,
+        )
         self.mesh_connected = Gauge("yrelay_mesh_connected", "1 while connected to NATS.", registry=self.registry)

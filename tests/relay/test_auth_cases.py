@@ -117,8 +117,8 @@ async def test_early_frames_with_valid_token_merge_after_load(secured) -> None:
     assert doc_text(observer.doc) == "hi"
     assert len(str(observer.doc.get("pad", type=Text))) == 3 * MIB
     await wait_until(lambda: has_client_1001(observer), 5, lambda: "client 1001 missing from the awareness")
-    for each in (client, observer):
-        await each.close()
+    for open_client in (client, observer):
+        await open_client.close()
 
 
 async def test_early_frames_with_bad_signature_never_processed(secured) -> None:
@@ -179,8 +179,8 @@ async def test_viewer_cannot_write_through_any_sync_message(secured) -> None:
     assert text == "hi!"
     other_text, _ = await read_document(server, "b15-other")
     assert other_text == "ro", "the write token on the other document was affected by the viewer's"
-    for each in (writer, reader, other):
-        await each.close()
+    for open_client in (writer, reader, other):
+        await open_client.close()
     await asyncio.to_thread(server.restart)
     text, _ = await read_document(server, doc_name)
     assert text == "hi!"
@@ -236,3 +236,45 @@ async def test_expired_token_closes_and_good_token_still_works(secured) -> None:
     assert "code=4401: token expired" in log
     for value in forged.values():
         assert value not in log
+
+
+async def test_auth_message_extends_session(secured) -> None:
+    server: RelayProcess = secured()
+    doc_name = "refresh/doc"
+    client = await RawClient.connect(server.url, doc_name, token=token(doc_name, Role.EDITOR, ttl=2))
+    await client.sync()
+    fresh = token(doc_name, Role.EDITOR).encode()
+    await client.send_bytes(bytes([2, 0]) + var_uint(len(fresh)) + fresh)
+
+    await asyncio.sleep(3.5)
+    await client.send_update(UPDATE_INSERT_HI)
+    await client.send_bytes(STEP1_EMPTY)
+    await client.wait_for_step2(timeout=5)
+    assert client.is_open, f"closed despite the new token: {client.close_frame_received}"
+    text, _ = await read_document(server, doc_name)
+    assert text == "hi"
+    await client.close()
+
+
+async def test_auth_message_with_viewer_token_drops_write_access(secured) -> None:
+    server: RelayProcess = secured()
+    doc_name = "refresh/downgrade"
+    client = await RawClient.connect(server.url, doc_name, token=token(doc_name, Role.EDITOR))
+    await client.sync()
+    viewer = token(doc_name, Role.VIEWER).encode()
+    await client.send_bytes(bytes([2, 0]) + var_uint(len(viewer)) + viewer)
+    await client.send_update(UPDATE_INSERT_HI)
+    await client.wait_for(lambda message: message.raw == READ_ONLY_REPLY, timeout=5)
+
+    text, _ = await read_document(server, doc_name)
+    assert text == ""
+    await client.close()
+
+
+def var_uint(value: int) -> bytes:
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append((value & 0x7F) | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)

@@ -272,3 +272,23 @@ def _var_string(text: str) -> bytes:
         else:
             prefix.append(byte)
             return bytes(prefix) + data
+
+
+async def test_unreachable_issuer_answers_503(relay: Callable[..., RelayProcess]) -> None:
+    from tests.support.relay_process import free_port
+
+    # Nothing listens on this port of 127.0.0.1, so every key fetch fails.
+    jwks_url = f"http://127.0.0.1:{free_port()}/jwks.json"
+    server = relay("--jwks-url", jwks_url)
+    issuer = OidcIssuer()
+    issuer.add_key("key-1")
+    token = issuer.token({"**": "admin"}, kid="key-1")
+
+    assert await upgrade_status(server, DOC, token) == 503
+    status, payload = http_request(f"{server.http_url}/docs/{DOC}", "GET", token)
+    assert status == 503
+    assert json.loads(payload)["error"] == "signing keys are unavailable, try again later"
+    log = server.log_text()
+    assert "fetching signing keys failed" in log
+    assert f"rejected upgrade doc={DOC} status=503: signing keys are unavailable" in log
+    assert token not in log
