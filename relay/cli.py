@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--awareness-timeout", type=_non_negative_float, default=defaults.awareness_timeout,
                        help="seconds after which an awareness state that was not renewed is removed "
                             "(default %(default)s)")
+    serve.add_argument("--awareness-batch-ms", type=_non_negative_float, default=defaults.awareness_batch_interval * 1000,
+                       help="send awareness updates that arrive within this many milliseconds of the last one "
+                            "together in one message; 0 sends each at once (default %(default)s)")
     serve.add_argument("--history-interval", type=_non_negative_float, default=defaults.history_interval,
                        help="keep a copy of a document at most this often, in seconds, when its log is "
                             "folded into a snapshot (default %(default)s)")
@@ -374,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
             send_queue_bytes=args.send_queue_bytes,
             sync_chunk_bytes=args.sync_chunk_bytes,
             awareness_timeout=args.awareness_timeout,
+            awareness_batch_interval=args.awareness_batch_ms / 1000,
             shutdown_grace=args.shutdown_grace,
             history_interval=args.history_interval,
             history_keep=args.history_keep,

@@ -31,6 +31,9 @@ class RelayConfig:
     sync_chunk_bytes: int = 4 * MIB
     # y-protocols removes remote awareness states not renewed for 30 s.
     awareness_timeout: float = 30.0
+    # Awareness updates arriving within this many seconds of the last
+    # broadcast are sent together in one message (relay.presence).
+    awareness_batch_interval: float = 0.05
     # A copy of the whole document is kept at most this often (taken when
     # its log is folded into a snapshot), and the newest history_keep stay.
     history_interval: float = 600.0

@@ -27,7 +27,7 @@ import time
 from typing import Awaitable, Protocol
 
 from persistence import DocumentStore
-from sync.awareness import AwarenessRegistry
+from sync.awareness import AwarenessRegistry, encode_awareness_update
 from sync.document import DocumentSession
 from sync.errors import InvalidUpdate, ProtocolError
 from sync.messages import (
@@ -49,6 +49,7 @@ from sync.update_format import split_update
 from .config import RelayConfig
 from .connection import Connection
 from .metrics import RelayMetrics
+from .presence import AwarenessBatcher
 
 LOGGER = logging.getLogger("yrelay.room")
 
@@ -94,6 +95,11 @@ class Room:
         self.mesh = mesh
         self.session = DocumentSession()
         self.awareness = AwarenessRegistry()
+        self._awareness_batcher = AwarenessBatcher(
+            config.awareness_batch_interval,
+            self.awareness.encode_clients,
+            lambda payload, origin: self._broadcast(encode_awareness(payload), origin),
+        )
         self.connections: set[Connection] = set()
         # Connections that were greeted; broadcasts go only to these, so a
         # client waiting for the load gets nothing before our step 1.
@@ -151,6 +157,11 @@ class Room:
             # Stored bytes were produced by yrs itself, so this is corruption
             # on disk; the rest of the document is still served.
             LOGGER.error("stored %s is invalid and was skipped doc=%s: %s", what, self.name, exc.__cause__)
+
+    def close(self) -> None:
+        """Release the document and drop pending awareness, when the room leaves memory."""
+        self._awareness_batcher.close()
+        self.session.close()
 
     @property
     def is_idle(self) -> bool:
@@ -245,9 +256,10 @@ class Room:
             elif message.update != _EMPTY_UPDATE:
                 self._deny_write(connection, len(message.update))
         elif isinstance(message, AwarenessUpdate):
-            accepted = self.awareness.apply(message.payload, connection.id, time.monotonic())
-            if accepted is not None:
-                self._broadcast(encode_awareness(accepted), connection)
+            entries = self.awareness.apply_entries(message.payload, connection.id, time.monotonic())
+            if entries:
+                accepted = encode_awareness_update(entries)
+                self._awareness_batcher.offer([entry[0] for entry in entries], accepted, connection)
                 if self.mesh is not None:
                     self.mesh.publish_awareness(self.name, accepted)
         elif isinstance(message, SyncStep1):
@@ -306,12 +318,12 @@ class Room:
     def apply_awareness_from_mesh(self, payload: bytes, peer: str) -> None:
         """Apply awareness states set by another relay's clients."""
         try:
-            accepted = self.awareness.apply(payload, _peer_owner(peer), time.monotonic())
+            entries = self.awareness.apply_entries(payload, _peer_owner(peer), time.monotonic())
         except ProtocolError as exc:
             LOGGER.warning("invalid awareness from peer relay doc=%s peer=%s: %s", self.name, peer, exc.reason)
             return
-        if accepted is not None:
-            self._broadcast(encode_awareness(accepted), None)
+        if entries:
+            self._awareness_batcher.offer([entry[0] for entry in entries], encode_awareness_update(entries), None)
 
     def remove_peer_awareness(self, peer: str) -> None:
         """Remove the awareness states of a relay that went silent."""

@@ -148,7 +148,7 @@ class RoomManager:
         await room.flush()
         if self.mesh is not None:
             await self.mesh.detach_room(room)
-        room.session.close()
+        room.close()
 
     def _room_for(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -172,7 +172,7 @@ class RoomManager:
                 self.metrics.rooms_loaded.set(len(self.rooms))
             if self.mesh is not None:
                 await self.mesh.detach_room(room)
-            room.session.close()
+            room.close()
         finally:
             room.loaded.set()
 
@@ -205,7 +205,7 @@ class RoomManager:
         self.metrics.room_unloads.inc()
         if self.mesh is not None:
             await self.mesh.detach_room(room)
-        room.session.close()
+        room.close()
         LOGGER.debug("unloaded doc=%s", room.name)
 
     async def flush_all(self) -> None:

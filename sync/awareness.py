@@ -96,6 +96,13 @@ class AwarenessRegistry:
         Raises ``InvalidAwareness`` on a malformed payload, before changing
         anything.
         """
+        accepted = self.apply_entries(payload, owner, now)
+        if not accepted:
+            return None
+        return encode_awareness_update(accepted)
+
+    def apply_entries(self, payload: bytes, owner: Hashable, now: float) -> list[tuple[int, int, str]]:
+        """Apply an awareness update like ``apply``; return the accepted (client id, clock, state) entries."""
         accepted = []
         for client_id, clock, state_json in decode_awareness_update(payload):
             known = self._entries.get(client_id)
@@ -113,9 +120,18 @@ class AwarenessRegistry:
             else:
                 owned.add(client_id)
             accepted.append((client_id, clock, state_json))
-        if not accepted:
+        return accepted
+
+    def encode_clients(self, client_ids: set[int]) -> bytes | None:
+        """Encode the current entries of ``client_ids``, removals included; None if none is known."""
+        entries = [
+            (client_id, entry.clock, entry.state_json)
+            for client_id in client_ids
+            if (entry := self._entries.get(client_id)) is not None
+        ]
+        if not entries:
             return None
-        return encode_awareness_update(accepted)
+        return encode_awareness_update(entries)
 
     def remove_owner(self, owner: Hashable, now: float) -> bytes | None:
         """Mark every state set by ``owner`` as removed (clock + 1, state null).
