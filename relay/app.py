@@ -77,7 +77,8 @@ class Relay:
         self.verifier = TokenVerifier(config.auth) if config.auth is not None else None
         self.access = AccessPolicy(self.verifier)
         self.websocket = WebSocketEndpoint(
-            self.rooms, config.send_queue_bytes, lambda: self.shutting_down, self.access, config.auth_timeout
+            self.rooms, config.send_queue_bytes, lambda: self.shutting_down, self.access, config.auth_timeout,
+            direct_writes=not config.websocket_compression,
         )
         self.documents = DocumentApi(self.rooms, config.max_message_size, self.access)
         self.http = Starlette(

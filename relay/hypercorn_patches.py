@@ -1,9 +1,9 @@
-"""Two changes to Hypercorn 0.18's WebSocket stream, applied at start-up.
+"""Three changes to Hypercorn 0.18, applied at start-up.
 
-Both replace a module attribute or wrap a method of
-``hypercorn.protocol.ws_stream``; the pyproject pins Hypercorn below 0.19,
-and tests/relay cover both behaviours, so an upgrade that breaks them fails
-the suite.
+They replace a module attribute or wrap a method of Hypercorn's
+``protocol.ws_stream`` and ``asyncio.tcp_server`` modules. The pyproject
+pins Hypercorn below 0.19, and tests/relay cover each behaviour, so an
+upgrade that breaks them fails the suite.
 
 permessage-deflate
 ------------------
@@ -28,12 +28,28 @@ raise again, and the client's close reply is lost in the events it skips,
 so the TCP connection and the application task stay open forever and the
 application never hears of it. ``finish_oversized_close`` ends the stream
 right after that close frame and tells the application with code 1009.
+
+Direct writes
+-------------
+
+Every ASGI ``websocket.send`` goes through Hypercorn's stream, wsproto's
+frame encoder and a lock before the bytes reach the socket, and each one
+costs tens of microseconds. A broadcast to hundreds of connections pays
+that once per connection. ``expose_stream_writer`` records each TCP
+connection's ``asyncio.StreamWriter`` in a context variable, which the
+application task inherits because Hypercorn creates it from the
+connection's task. The relay then writes its own pre-built frames to the
+transport. Hypercorn still writes the handshake, pongs and close frames,
+and a frame is always written whole, so the two writers never split a frame.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from typing import Any
 
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
 from wsproto.extensions import PerMessageDeflate
@@ -73,3 +89,24 @@ async def _handle_events_then_close_oversized(self: Any) -> None:
 def finish_oversized_close() -> None:
     """Make Hypercorn close the connection after its 1009 close frame."""
     ws_stream.WSStream._handle_events = _handle_events_then_close_oversized  # type: ignore[method-assign]  # wraps the original
+
+
+_STREAM_WRITER: contextvars.ContextVar[asyncio.StreamWriter | None] = contextvars.ContextVar(
+    "yrelay_stream_writer", default=None
+)
+_original_tcp_run = TCPServer.run
+
+
+async def _run_with_writer(self: Any) -> None:
+    _STREAM_WRITER.set(self.writer)
+    await _original_tcp_run(self)
+
+
+def expose_stream_writer() -> None:
+    """Make ``current_stream_writer`` work inside the application's WebSocket handlers."""
+    TCPServer.run = _run_with_writer  # type: ignore[method-assign]
+
+
+def current_stream_writer() -> asyncio.StreamWriter | None:
+    """Return the StreamWriter of the connection this task serves, or None outside Hypercorn."""
+    return _STREAM_WRITER.get()

@@ -48,6 +48,7 @@ from sync.update_format import split_update
 
 from .config import RelayConfig
 from .connection import Connection
+from .frames import encode_binary_frame
 from .metrics import RelayMetrics
 from .presence import AwarenessBatcher
 
@@ -361,19 +362,20 @@ class Room:
         answer = self.session.diff(state_vector)
         self.metrics.step2_computed.inc()
         if len(answer) <= self.config.sync_chunk_bytes:
-            frames = [encode_sync_step2(answer)]
+            frames = [encode_binary_frame(encode_sync_step2(answer))]
         else:
             # y-websocket reports "synced" on the first step 2 it receives,
             # so the leading parts go out as updates and the last as step 2.
             parts = split_update(answer, self.config.sync_chunk_bytes)
-            frames = [encode_sync_update(part) for part in parts[:-1]]
-            frames.append(encode_sync_step2(parts[-1]))
+            frames = [encode_binary_frame(encode_sync_update(part)) for part in parts[:-1]]
+            frames.append(encode_binary_frame(encode_sync_step2(parts[-1])))
         if len(self._reply_cache) >= _REPLY_CACHE_ENTRIES:
             self._reply_cache.pop(next(iter(self._reply_cache)))
         self._reply_cache[state_vector] = frames
         return frames
 
-    def _broadcast(self, frame: bytes, origin: Connection | None) -> None:
+    def _broadcast(self, message: bytes, origin: Connection | None) -> None:
+        frame = encode_binary_frame(message)
         for connection in self._receivers:
             if connection is not origin:
-                connection.send(frame)
+                connection.send_frame(frame)

@@ -18,7 +18,7 @@ from hypercorn.config import Config
 
 from .access import AnonymousAccessRejected, check_anonymous_allowed
 from .app import Relay, StartupError
-from .hypercorn_patches import finish_oversized_close, set_permessage_deflate
+from .hypercorn_patches import expose_stream_writer, finish_oversized_close, set_permessage_deflate
 from .config import RelayConfig
 from .mesh.node import MeshConfig
 
@@ -80,6 +80,7 @@ async def serve_relay(config: RelayConfig, mesh_config: MeshConfig | None = None
         raise SystemExit(2) from None
     set_permessage_deflate(config.websocket_compression)
     finish_oversized_close()
+    expose_stream_writer()
     hyper = hypercorn_config(config)
     # Bind before anything else so that a busy port is one clear error, not
     # a traceback after the store was opened.

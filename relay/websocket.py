@@ -35,6 +35,7 @@ from sync.messages import AuthMessage, encode_auth_permission_denied, parse_mess
 
 from .access import AccessPolicy, Grant, token_from_scope
 from .connection import Connection
+from .hypercorn_patches import current_stream_writer
 from .names import InvalidDocumentName, document_name_from_path
 from .room import Room
 from .rooms import RoomManager
@@ -79,12 +80,16 @@ class WebSocketEndpoint:
         is_shutting_down: Callable[[], bool],
         access: AccessPolicy | None = None,
         auth_timeout: float = 10.0,
+        direct_writes: bool = True,
     ) -> None:
         self.rooms = rooms
         self.send_queue_bytes = send_queue_bytes
         self.is_shutting_down = is_shutting_down
         self.access = access or AccessPolicy(None)
         self.auth_timeout = auth_timeout
+        # Write frames straight to Hypercorn's transport; off when
+        # permessage-deflate may be negotiated, since those frames bypass it.
+        self.direct_writes = direct_writes
         self.metrics = rooms.metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,13 +118,14 @@ class WebSocketEndpoint:
                 return
         await send({"type": "websocket.accept"})
 
-        async def send_frame(frame: bytes) -> None:
-            await send({"type": "websocket.send", "bytes": frame})
+        async def send_message(message: bytes) -> None:
+            await send({"type": "websocket.send", "bytes": message})
 
         async def send_close(code: int, reason: str) -> None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
 
-        connection = Connection(name, send_frame, send_close, self.send_queue_bytes)
+        stream_writer = current_stream_writer() if self.direct_writes else None
+        connection = Connection(name, send_message, send_close, self.send_queue_bytes, stream_writer=stream_writer)
         self.metrics.connections.inc()
         LOGGER.debug("opened doc=%s conn=%s", name, connection.id)
         writer = asyncio.create_task(connection.run_writer(), name=f"writer:{connection.id}")
