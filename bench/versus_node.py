@@ -1,11 +1,11 @@
 """yrelay against the Node reference server of y-websocket, under the same load.
 
 Starts yrelay and the server of the npm package @y/websocket-server 0.1.1
-(Yjs 13, documents in memory) on 127.0.0.1, one at a time and freshly for
-each scenario, and drives each with the same Node load generator
-(bench/node/loadgen.mjs): y-protocols clients that speak the y-websocket
-wire protocol directly. With ``taskset`` and two cores, the server runs on
-the first core and the load generator on the second.
+(Yjs 13, documents in memory) on 127.0.0.1. Each scenario gets a fresh
+server, one server at a time. Both are driven by the same Node load
+generator (bench/node/loadgen.mjs), whose y-protocols clients speak the
+y-websocket wire protocol directly. With ``taskset`` and two cores, the
+server runs on the first core and the load generator on the second.
 
     .venv/bin/python -m bench.versus_node [--scenarios fanout,saturation] [--seconds 5] [--json PATH]
 
@@ -19,7 +19,7 @@ Scenarios:
 - join-storm: a 5 MB document, then 200 new clients joining within 1 s.
 - presence: 200 clients in one room, each sending awareness once a second.
 - cold-load: the automerge-paper trace stored, the server restarted, then
-  the time until one client holds the whole document. The Node server runs
+  the time until one client contains the whole document. The Node server runs
   with the LevelDB persistence that @y/websocket-server enables through
   YPERSISTENCE, and both are seeded with the same client update.
 - mesh-hop: latency to a reader on another relay of a NATS mesh versus one
@@ -176,7 +176,7 @@ class Pinning:
                            check=True, capture_output=True)
 
     def describe(self) -> str:
-        """One line for the report."""
+        """Return one line describing the pinning, for the report."""
         if not self.enabled:
             return "not pinned (taskset or a second CPU is missing)"
         return f"servers on CPU {self.server_cpu}, load generator on CPU {self.client_cpu} (taskset)"
@@ -222,7 +222,7 @@ class ServerProcess:
         return ["node", str(NODE_SERVER), str(self.port)], env
 
     def start(self) -> ServerProcess:
-        """Start the server and wait until it answers HTTP on its port."""
+        """Start the server and wait until it responds to HTTP on its port."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command, env = self._command()
         with open(self.log_path, "ab") as log:
@@ -245,7 +245,7 @@ class ServerProcess:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not answer on port {self.port} within {STARTUP_TIMEOUT:.0f} s")
+        raise RuntimeError(f"{self.kind} did not respond on port {self.port} within {STARTUP_TIMEOUT:.0f} s")
 
     def is_running(self) -> bool:
         """True while the process has not exited."""
@@ -470,7 +470,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def versions() -> dict[str, str]:
-    """Versions of the software under test, for the report."""
+    """Return the versions of the software under test, for the report."""
     found = {"python": platform.python_version()}
     for package in ("yrelay", "pycrdt", "hypercorn", "wsproto", "uvloop"):
         try:
@@ -487,7 +487,7 @@ def versions() -> dict[str, str]:
 
 
 def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo."""
+    """Return the CPU model name from /proc/cpuinfo."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -495,6 +495,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages from /proc/loadavg."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 # --- command line -----------------------------------------------------------------------
@@ -509,6 +517,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="length in seconds of every timed scenario (default: 20, saturation 10)")
     parser.add_argument("--loads", type=int, default=5, help="cold loads per server (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--yrelay-source", type=Path, default=None,
+                        help="run yrelay from this source folder (for example an export of one commit) "
+                             "instead of the installed packages; it goes first on PYTHONPATH")
     args = parser.parse_args(argv)
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
@@ -518,6 +529,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--seconds must be positive")
     if args.loads < 1:
         parser.error("--loads must be at least 1")
+    if args.yrelay_source is not None and not (args.yrelay_source / "relay" / "__main__.py").is_file():
+        parser.error(f"--yrelay-source {args.yrelay_source} has no relay/__main__.py; point it at a yrelay source folder")
     return args
 
 
@@ -525,6 +538,11 @@ def main() -> None:
     """Run the chosen scenarios on both servers and print the table."""
     args = parse_args()
     ensure_node_modules()
+    if args.yrelay_source is not None:
+        # Every yrelay this process starts (ServerProcess, and RelayProcess
+        # for mesh-hop) inherits the environment, so this one setting
+        # covers them all; the Node processes ignore it.
+        os.environ["PYTHONPATH"] = str(args.yrelay_source.resolve())
     pinning = Pinning.detect()
     if pinning.enabled:
         # This process is a client too (mesh-hop, trace replay): keep it off
@@ -534,6 +552,11 @@ def main() -> None:
     bench = Bench(base=Path(tempfile.mkdtemp(prefix="yrelay-versus-node-")), pinning=pinning,
                   seconds=seconds, loads=args.loads)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {pinning.describe()}")
+    # Other work on a shared machine skews every figure; the load average
+    # before and after shows whether there was any.
+    print(f"load average at start: {load_average()}")
+    if args.yrelay_source is not None:
+        print(f"yrelay from {args.yrelay_source.resolve()}")
     print(f"logs in {bench.base}", flush=True)
 
     trace = load_trace() if "cold-load" in args.scenarios else None
@@ -552,6 +575,7 @@ def main() -> None:
             outcome = "ok" if result.get("ok") else f"FAILED: {result.get('error')}"
             print(f"  {scenario} on {kind}: {outcome}", flush=True)
 
+    print(f"load average at end: {load_average()}")
     print()
     rows = table_rows(bench.results)
     print_table(rows)
@@ -562,6 +586,7 @@ def main() -> None:
     if args.json is not None:
         report = {
             "cpu": cpu_model(), "cores": os.cpu_count(), "pinning": pinning.describe(),
+            "yrelay_source": str(args.yrelay_source.resolve()) if args.yrelay_source else None,
             "versions": versions(), "seconds": seconds, "results": bench.results,
             "rows": [{key: value for key, value in row.items() if key != "format"} for row in rows],
         }

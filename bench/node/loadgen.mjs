@@ -25,7 +25,6 @@
 // The server PID is used only to read /proc/<pid>/stat and /proc/<pid>/status
 // (CPU time and memory of the server).
 
-import { createHash } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import WebSocket from 'ws'
@@ -60,7 +59,7 @@ const percentile = (values, fraction) => {
   return ordered[index]
 }
 
-/** Poll `predicate` every `intervalMs` until it holds or `timeoutMs` passes; return whether it held. */
+/** Poll `predicate` every `intervalMs` until it returns true or `timeoutMs` passes; return whether it did. */
 const waitUntil = async (predicate, timeoutMs, intervalMs = 10) => {
   const deadline = now() + timeoutMs
   while (!predicate()) {
@@ -127,12 +126,22 @@ const encodeMessage = (type, write) => {
 }
 
 /**
- * Content of storm messages, keyed by SHA-256, stored once.
+ * Distinct contents of storm messages, each stored once.
  *
  * Two hundred joiners receive the same multi-megabyte sync reply, and one
- * copy is enough to check it.
+ * copy is enough to check it. Contents are compared with Buffer.equals
+ * (memcmp), because hashing a gigabyte of replies would keep this process
+ * busy long enough to delay reading the sockets it measures.
  */
-const sharedContent = new Map()
+const sharedContent = []
+
+/** Return the index of `bytes` in `sharedContent`, adding it when new. */
+const internContent = (bytes) => {
+  const index = sharedContent.findIndex((known) => known.length === bytes.length && known.equals(bytes))
+  if (index >= 0) return index
+  sharedContent.push(bytes)
+  return sharedContent.length - 1
+}
 
 /**
  * One y-websocket client: a Y.Doc synchronised through a raw socket.
@@ -140,7 +149,7 @@ const sharedContent = new Map()
  * `updates` selects what happens to sync updates that arrive after the
  * handshake: 'apply' applies them at once, 'record' keeps [arrival ms,
  * bytes] in `received` for later, 'count' only counts them, and 'storm'
- * also records the step 2 itself, as a digest (see `sharedContent`).
+ * also records the step 2 itself, as an index into `sharedContent`.
  * `recordAwareness` keeps awareness messages the same way in
  * `awarenessReceived`. `onUpdate(at)` is called for every sync update after
  * the handshake, and `onAwareness(bytes)` for every awareness message.
@@ -242,9 +251,7 @@ class Client {
   }
 
   _recordStormMessage (bytes, at) {
-    const digest = createHash('sha256').update(bytes).digest('hex')
-    if (!sharedContent.has(digest)) sharedContent.set(digest, Buffer.from(bytes))
-    this.stormMessages.push([at, digest])
+    this.stormMessages.push([at, internContent(bytes)])
   }
 
   /** Apply the recorded updates in arrival order, calling `after(at)` after each. */
@@ -262,7 +269,7 @@ class Client {
 
 /**
  * Apply one sync message to `client.doc` with y-protocols and send the reply
- * it produces (a step 2 answering the server's step 1).
+ * it produces (a step 2 in reply to the server's step 1).
  */
 const applySyncMessage = (client, bytes) => {
   const decoder = decoding.createDecoder(bytes)
@@ -376,7 +383,7 @@ const latencyResult = (latencies, failures, cpu, extra = {}) => {
 
 // --- scenarios -----------------------------------------------------------------------
 
-/** One writer at 50 edits/s, 200 subscribers in one room. */
+/** Run one writer at 50 edits/s and 200 subscribers in one room. */
 const fanout = async ({ url, cpuWindow, seconds }) => {
   const rate = 50
   const count = Math.round(rate * seconds)
@@ -397,7 +404,7 @@ const fanout = async ({ url, cpuWindow, seconds }) => {
   return latencyResult(latencies, failures, cpu, { edits: count, subscribers: subscribers.length })
 }
 
-/** 100 rooms, each with one writer at 5 edits/s and 4 subscribers. */
+/** Run 100 rooms, each with one writer at 5 edits/s and 4 subscribers. */
 const manyRooms = async ({ url, cpuWindow, seconds }) => {
   const rooms = 100
   const rate = 5
@@ -434,7 +441,7 @@ const manyRooms = async ({ url, cpuWindow, seconds }) => {
   return latencyResult(latencies, failures, cpu, { rooms, edits_per_room: count })
 }
 
-/** 2,000 synced, idle connections over 200 rooms: server RSS per connection. */
+/** Measure the server's RSS per connection for 2,000 synced, idle connections over 200 rooms. */
 const idleMemory = async ({ url, serverPid }) => {
   const connections = 2000
   const rooms = 200
@@ -469,8 +476,8 @@ const idleMemory = async ({ url, serverPid }) => {
 }
 
 /**
- * One writer keeps at most 64 edits unacknowledged; 50 subscribers count
- * deliveries.
+ * Run one writer that keeps at most 64 edits unacknowledged, and count
+ * the deliveries to 50 subscribers.
  *
  * yrelay does not echo an update to its sender and the Node server does,
  * so an edit counts as acknowledged when a dedicated subscriber receives
@@ -505,19 +512,16 @@ const saturation = async ({ url, cpuWindow, seconds }) => {
   const acknowledged = acknowledger.updateCount
   const drained = await waitUntil(() => subscribers.every((s) => s.updateCount >= sent), 60000)
   if (!drained) log('saturation: not every subscriber received every edit within 60 s of the end')
+  log(`saturation: ${sent} edits sent, checking convergence`)
 
   const failures = []
   for (const [index, client] of [acknowledger, ...subscribers].entries()) {
-    const merged = Y.mergeUpdates(client.received.map(([, bytes]) => {
-      const decoder = decoding.createDecoder(bytes)
-      decoding.readVarUint(decoder)
-      decoding.readVarUint(decoder)
-      return decoding.readVarUint8Array(decoder)
-    }))
-    Y.applyUpdate(client.doc, merged)
+    client.doc.transact(() => client.replayRecorded())
     client.received = []
     if (client.updateCount !== sent) failures.push(`client ${index} received ${client.updateCount} of ${sent} edits`)
     else if (!docsEqual(client.doc, writer.doc)) failures.push(`client ${index} has a document that differs from the writer's`)
+    // Lets the watchdog timer run between clients.
+    await sleep(0)
   }
   closeAll([writer, acknowledger, ...subscribers])
   if (failures.length > 0) {
@@ -565,13 +569,13 @@ const buildLargeDocument = (targetBytes) => {
  * Joiners that received the same messages share one replay through `cache`.
  */
 const joinCompletedAt = (joiner, expectedLength, cache) => {
-  const key = joiner.stormMessages.map(([, digest]) => digest).join(',')
+  const key = joiner.stormMessages.map(([, content]) => content).join(',')
   if (!cache.has(key)) {
     const replica = { doc: new Y.Doc(), isOpen: false }
     let completedIndex = -1
-    joiner.stormMessages.forEach(([, digest], index) => {
+    joiner.stormMessages.forEach(([, content], index) => {
       if (completedIndex >= 0) return
-      applySyncMessage(replica, sharedContent.get(digest))
+      applySyncMessage(replica, sharedContent[content])
       if (replica.doc.getText('t').length === expectedLength) completedIndex = index
     })
     cache.set(key, completedIndex)
@@ -580,7 +584,7 @@ const joinCompletedAt = (joiner, expectedLength, cache) => {
   return index < 0 ? null : joiner.stormMessages[index][0]
 }
 
-/** A ~5 MB document, then 200 fresh clients joining within one second. */
+/** Upload a ~5 MB document, then let 200 new clients join within one second. */
 const joinStorm = async ({ url, serverPid, cpuWindow }) => {
   const joinerCount = 200
   const spreadMs = 1000
@@ -676,7 +680,7 @@ const decodeAwareness = (bytes) => {
   return entries
 }
 
-/** 200 clients in one room, each sending an awareness update every second. */
+/** Run 200 clients in one room, each sending an awareness update every second. */
 const presence = async ({ url, cpuWindow, seconds }) => {
   const clientCount = 200
   const rounds = Math.round(seconds)
@@ -759,7 +763,7 @@ const seed = async ({ url, room, updateFile, expectedLength }) => {
  * (`--expected-length` characters) arrives.
  *
  * The client's own Yjs work on that message is left out, as in join-storm,
- * so the figure is the server's. The Node server answers step 1 before its
+ * so the figure is the server's. The Node server replies to step 1 before its
  * LevelDB read finishes and sends the stored state as a later update, so
  * "complete" is not always the step 2.
  */

@@ -1,8 +1,8 @@
 // The Node reference server of y-websocket, started for bench/versus_node.py.
 //
 // This does what the `y-websocket-server` command of @y/websocket-server
-// 0.1.1 does (its src/server.js): an HTTP server that answers "okay" to any
-// request and hands every WebSocket upgrade to `setupWSConnection`. The
+// 0.1.1 does (its src/server.js): an HTTP server that responds "okay" to
+// any request and hands every WebSocket upgrade to `setupWSConnection`. The
 // differences are that the address comes from the command line and the
 // server listens on 127.0.0.1 only. The `ws` module is resolved from the
 // package's own folder, so the server runs on the `ws` version that the
