@@ -15,6 +15,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from .roles import Role
+from .verifier import MIN_SECRET_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,7 +25,7 @@ def parse_duration(text: str) -> float:
     """Parse ``90``, ``90s``, ``15m``, ``12h`` or ``7d`` into seconds; raises ValueError otherwise."""
     match = _DURATION.match(text.lower())
     if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"expected a duration such as 90s, 15m, 12h or 7d, got {text!r}")
+        raise ValueError(f"expected a duration in seconds (90) or with a unit (90s, 15m, 12h, 7d), got {text!r}")
     return float(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
 
 
@@ -66,6 +67,8 @@ def issue_token(
         return jwt.encode(header, claims, key, algorithms=[algorithm])
     if secret is None:
         raise ValueError("issuing a token needs the shared secret or a private key")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the shared secret must be at least {MIN_SECRET_BYTES} bytes long")
     header = {"alg": "HS256"}
     if key_id is not None:
         header["kid"] = key_id

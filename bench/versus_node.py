@@ -62,7 +62,9 @@ NPM_INSTALL_TIMEOUT = 600.0
 STARTUP_TIMEOUT = 30.0
 COLD_LOAD_DOC = "automerge-paper"
 
-SERVERS = ("yrelay", "node")
+# "yrelay" runs on Hypercorn, the default; "native" is yrelay with --server native.
+SERVERS = ("yrelay", "native", "node")
+YRELAY_KINDS = ("yrelay", "native")
 SCENARIOS = ("fanout", "many-rooms", "idle-memory", "saturation", "join-storm", "presence", "cold-load", "mesh-hop")
 # Length in seconds of the scenarios that run for a fixed time; --seconds
 # replaces all of them.
@@ -211,10 +213,11 @@ class ServerProcess:
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
-        if self.kind == "yrelay":
+        if self.kind in YRELAY_KINDS:
             yrelay = Path(sys.executable).parent / "yrelay"
             program = [str(yrelay)] if yrelay.exists() else [sys.executable, "-m", "relay"]
-            return [*program, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            server = "native" if self.kind == "native" else "hypercorn"
+            return [*program, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--server", server,
                     "--data-dir", str(self.data_dir), "--log-level", "warning"], env
         env.pop("YPERSISTENCE", None)
         if self.persistence:
@@ -232,7 +235,7 @@ class ServerProcess:
         return self
 
     def _wait_ready(self) -> None:
-        path = "/healthz" if self.kind == "yrelay" else "/"
+        path = "/healthz" if self.kind in YRELAY_KINDS else "/"
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -455,18 +458,23 @@ def format_value(value: Any, number_format: str) -> str:
     return "n/a" if value is None else str(value)
 
 
+def ratio(ours: Any, theirs: Any) -> str:
+    """Return ours / theirs as ``1.23x``, or n/a when either is not a number."""
+    if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
+        return f"{ours / theirs:.2f}x"
+    return "n/a"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """Print the comparison table with a yrelay/node ratio column."""
-    header = f"{'scenario':<12} {'metric':<30} {'yrelay':>10} {'node':>10} {'yrelay/node':>12}"
+    """Print the comparison table with yrelay/node and native/node ratio columns."""
+    header = (f"{'scenario':<12} {'metric':<30} {'yrelay':>10} {'native':>10} {'node':>10} "
+              f"{'yrelay/node':>12} {'native/node':>12}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        ours, theirs = row["yrelay"], row["node"]
-        ratio = "n/a"
-        if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
-            ratio = f"{ours / theirs:.2f}x"
-        print(f"{row['scenario']:<12} {row['metric']:<30} {format_value(ours, row['format']):>10} "
-              f"{format_value(theirs, row['format']):>10} {ratio:>12}")
+        values = [format_value(row[kind], row["format"]) for kind in SERVERS]
+        print(f"{row['scenario']:<12} {row['metric']:<30} {values[0]:>10} {values[1]:>10} {values[2]:>10} "
+              f"{ratio(row['yrelay'], row['node']):>12} {ratio(row['native'], row['node']):>12}")
 
 
 def versions() -> dict[str, str]:

@@ -99,11 +99,12 @@ def check_anonymous_allowed(host: str, verifier: TokenVerifier | None, allow_ano
         return f"tokens required; verified with {verifier.description}"
     if is_loopback(host):
         return (f"anonymous access: no token is required because the relay listens on loopback address {host}; "
-                "configure --auth-secret-file, --jwks-url or --oidc-issuer before listening on other addresses")
+                "set $YRELAY_AUTH_SECRET or configure --auth-secret-file, --jwks-url or --oidc-issuer before "
+                "listening on other addresses")
     if allow_anonymous:
         return f"anonymous access on {host}: anyone who can reach this address can read, edit and delete documents"
     raise AnonymousAccessRejected(
-        f"refusing to listen on {host} without token verification: configure --auth-secret-file, "
-        "--jwks-url or --oidc-issuer, or pass --allow-anonymous to accept anyone"
+        f"refusing to listen on {host} without token verification: set $YRELAY_AUTH_SECRET or configure "
+        "--auth-secret-file, --jwks-url or --oidc-issuer, or pass --allow-anonymous to accept anyone"
     )
 

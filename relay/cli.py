@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of copies kept per document (default %(default)s)")
     serve.add_argument("--shutdown-grace", type=_non_negative_float, default=defaults.shutdown_grace,
                        help="seconds SIGTERM waits for rooms to be committed (default %(default)s)")
+    serve.add_argument("--server", choices=("hypercorn", "native"), default=defaults.server,
+                       help="HTTP and WebSocket server: Hypercorn, or the relay's own asyncio server, which uses "
+                            "less CPU and memory per connection (see bench/README.md; default %(default)s)")
     serve.add_argument("--websocket-compression", action="store_true",
                        help="accept permessage-deflate when a client offers it (off by default: "
                             "it costs more CPU than it saves on small updates)")
@@ -204,8 +207,14 @@ def _read_secret(path: Path | None) -> bytes | None:
         except OSError as exc:
             raise SystemExit(f"yrelay: cannot read the secret file {path}: {exc.strerror}") from None
         return secret
-    value = os.environ.get(SECRET_ENV, "").strip()
-    return value.encode() if value else None
+    value = os.environ.get(SECRET_ENV)
+    if value is None:
+        return None
+    if not value.strip():
+        # An empty variable is a mistake (a failed command substitution,
+        # say); starting without token checks would hide it.
+        raise SystemExit(f"yrelay: ${SECRET_ENV} is set but empty; unset it or give it a secret of 32 bytes or more")
+    return value.strip().encode()
 
 
 def _auth_settings(args: argparse.Namespace) -> AuthSettings | None:
@@ -382,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
             history_interval=args.history_interval,
             history_keep=args.history_keep,
             websocket_compression=args.websocket_compression,
+            server=args.server,
             sqlite_synchronous=args.sqlite_synchronous,
             mongodb_url=args.mongodb,
             mongodb_database=args.mongodb_database,

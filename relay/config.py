@@ -33,13 +33,15 @@ class RelayConfig:
     awareness_timeout: float = 30.0
     # Awareness updates arriving within this many seconds of the last
     # broadcast are sent together in one message (relay.presence).
-    awareness_batch_interval: float = 0.05
+    awareness_batch_interval: float = 0.02
     # A copy of the whole document is kept at most this often (taken when
     # its log is folded into a snapshot), and the newest history_keep stay.
     history_interval: float = 600.0
     history_keep: int = 20
     # Seconds SIGTERM waits for rooms to reach the disk before giving up.
     shutdown_grace: float = 10.0
+    # "hypercorn", or "native" for relay.native_server.
+    server: str = "hypercorn"
     # permessage-deflate costs more CPU than it saves on small Yjs updates.
     websocket_compression: bool = False
     sqlite_synchronous: str = "FULL"

@@ -36,7 +36,7 @@ Every ASGI ``websocket.send`` goes through Hypercorn's stream, wsproto's
 frame encoder and a lock before the bytes reach the socket, and each one
 costs tens of microseconds. A broadcast to hundreds of connections pays
 that once per connection. ``expose_stream_writer`` records each TCP
-connection's ``asyncio.StreamWriter`` in a context variable, which the
+connection's ``asyncio.StreamWriter`` in a context variable (``direct_write``), which the
 application task inherits because Hypercorn creates it from the
 connection's task. The relay then writes its own pre-built frames to the
 transport. Hypercorn still writes the handshake, pongs and close frames,
@@ -45,14 +45,14 @@ and a frame is always written whole, so the two writers never split a frame.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from typing import Any
 
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
 from wsproto.extensions import PerMessageDeflate
+
+from .direct_write import set_stream_writer
 
 MESSAGE_TOO_BIG = 1009
 
@@ -91,22 +91,14 @@ def finish_oversized_close() -> None:
     ws_stream.WSStream._handle_events = _handle_events_then_close_oversized  # type: ignore[method-assign]  # wraps the original
 
 
-_STREAM_WRITER: contextvars.ContextVar[asyncio.StreamWriter | None] = contextvars.ContextVar(
-    "yrelay_stream_writer", default=None
-)
 _original_tcp_run = TCPServer.run
 
 
 async def _run_with_writer(self: Any) -> None:
-    _STREAM_WRITER.set(self.writer)
+    set_stream_writer(self.writer)
     await _original_tcp_run(self)
 
 
 def expose_stream_writer() -> None:
-    """Make ``current_stream_writer`` work inside the application's WebSocket handlers."""
+    """Make ``direct_write.current_stream_writer`` work inside the application's WebSocket handlers."""
     TCPServer.run = _run_with_writer  # type: ignore[method-assign]
-
-
-def current_stream_writer() -> asyncio.StreamWriter | None:
-    """Return the StreamWriter of the connection this task serves, or None outside Hypercorn."""
-    return _STREAM_WRITER.get()

@@ -18,6 +18,7 @@ from hypercorn.config import Config
 
 from .access import AnonymousAccessRejected, check_anonymous_allowed
 from .app import Relay, StartupError
+from .native_server import NativeServer
 from .hypercorn_patches import expose_stream_writer, finish_oversized_close, set_permessage_deflate
 from .config import RelayConfig
 from .mesh.node import MeshConfig
@@ -96,10 +97,14 @@ async def serve_relay(config: RelayConfig, mesh_config: MeshConfig | None = None
     except StartupError as exc:
         LOGGER.error("cannot start: %s", exc)
         raise SystemExit(2) from None
-    LOGGER.info("listening on http://%s:%d (WebSocket: ws://%s:%d/<document>)",
-                config.host, config.port, config.host, config.port)
+    LOGGER.info("listening on http://%s:%d (WebSocket: ws://%s:%d/<document>) server=%s",
+                config.host, config.port, config.host, config.port, config.server)
     try:
-        await worker_serve(ASGIWrapper(relay), hyper, sockets=sockets, shutdown_trigger=shutdown_trigger)
+        if config.server == "native":
+            native = NativeServer(relay, config.max_message_size, config.shutdown_grace)
+            await native.serve(sockets.insecure_sockets, shutdown_trigger)
+        else:
+            await worker_serve(ASGIWrapper(relay), hyper, sockets=sockets, shutdown_trigger=shutdown_trigger)
     finally:
         await relay.stop()
 

@@ -35,7 +35,7 @@ from sync.messages import AuthMessage, encode_auth_permission_denied, parse_mess
 
 from .access import AccessPolicy, Grant, token_from_scope
 from .connection import Connection
-from .hypercorn_patches import current_stream_writer
+from .direct_write import current_stream_writer
 from .names import InvalidDocumentName, document_name_from_path
 from .room import Room
 from .rooms import RoomManager
@@ -128,20 +128,19 @@ class WebSocketEndpoint:
         connection = Connection(name, send_message, send_close, self.send_queue_bytes, stream_writer=stream_writer)
         self.metrics.connections.inc()
         LOGGER.debug("opened doc=%s conn=%s", name, connection.id)
-        writer = asyncio.create_task(connection.run_writer(), name=f"writer:{connection.id}")
         try:
             if grant is None:
                 grant = await self._authenticate_first_message(connection, receive)
             if grant is not None:
                 connection.grant = grant
-                await self._serve(connection, receive, writer)
+                await self._serve(connection, receive)
             else:
-                await _wait_writer(writer)
+                await connection.wait_finished(CLOSE_TIMEOUT)
         finally:
             self.metrics.connections.dec()
-            if not writer.done():
+            if not connection.finished.is_set():
                 connection.transport_closed()
-                await writer
+                await connection.wait_finished(None)
             code = connection.close_code
             self.metrics.connections_closed.labels(code=str(code if code is not None else 1005)).inc()
 
@@ -192,35 +191,38 @@ class WebSocketEndpoint:
         expiry.schedule(grant.expires_at)
         LOGGER.debug("token replaced doc=%s conn=%s role=%s", connection.doc, connection.id, grant.role.name.lower())
 
-    async def _serve(self, connection: Connection, receive: Receive, writer: asyncio.Task[None]) -> None:
+    async def _serve(self, connection: Connection, receive: Receive) -> None:
         try:
             room = await self.rooms.acquire(connection.doc, connection)
         except StoreUnavailable as exc:
             LOGGER.warning("closing doc=%s conn=%s code=%d: %s", connection.doc, connection.id, 1013, exc)
             connection.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable")
-            await _wait_writer(writer)
+            await connection.wait_finished(CLOSE_TIMEOUT)
             return
         try:
             room.greet(connection)
-            await self._receive_loop(connection, room, receive, writer)
+            await self._receive_loop(connection, room, receive)
         finally:
             self.rooms.release(room, connection)
 
-    async def _receive_loop(self, connection: Connection, room: Room, receive: Receive, writer: asyncio.Task[None]) -> None:
+    async def _receive_loop(self, connection: Connection, room: Room, receive: Receive) -> None:
         # When the room closes this connection (its send queue overflowed, or
         # the relay shuts down), the writer sends the close frame; a peer
         # that never answers it must not keep this loop waiting forever.
         handler = asyncio.current_task()
         assert handler is not None
-        watchdog = _cancel_after_close(writer, handler)
+        watchdog = _cancel_after_close(connection, handler)
         expiry = _ExpiryTimer(connection, self._close_logged)
         expiry.schedule(connection.grant.expires_at)
         try:
-            while connection.is_open:
+            # Messages the peer sent before it closed are still handled after
+            # a write to it failed; the loop ends at the disconnect event or
+            # when the relay closes the connection.
+            while not connection.close_requested:
                 event = await receive()
                 kind = event["type"]
                 if kind == "websocket.disconnect":
-                    self._log_peer_close(connection, event.get("code"))
+                    self._log_peer_close(connection, event.get("code"), event.get("reason"))
                     connection.transport_closed()
                     return
                 if kind != "websocket.receive":
@@ -252,11 +254,16 @@ class WebSocketEndpoint:
         finally:
             watchdog.disarm()
             expiry.cancel()
-        await _wait_writer(writer)
+        await connection.wait_finished(CLOSE_TIMEOUT)
 
     @staticmethod
-    def _log_peer_close(connection: Connection, code: int | None) -> None:
-        if code == CloseCode.MESSAGE_TOO_BIG:
+    def _log_peer_close(connection: Connection, code: int | None, reason: str | None = None) -> None:
+        if reason is not None and code is not None:
+            # The native server closed the connection for a frame that
+            # breaks RFC 6455; it sent the close frame already.
+            LOGGER.info("closing doc=%s conn=%s code=%d: %s", connection.doc, connection.id, code, reason)
+            connection.close_code = code
+        elif code == CloseCode.MESSAGE_TOO_BIG:
             LOGGER.info(
                 "closing doc=%s conn=%s code=1009: message larger than the maximum size",
                 connection.doc, connection.id,
@@ -309,7 +316,7 @@ class _CloseWatchdog:
         self._timer: asyncio.TimerHandle | None = None
         self._armed = True
 
-    def writer_done(self, _writer: asyncio.Task[None]) -> None:
+    def writer_done(self) -> None:
         if self._armed:
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._fire)
 
@@ -324,17 +331,10 @@ class _CloseWatchdog:
             self._timer.cancel()
 
 
-def _cancel_after_close(writer: asyncio.Task[None], handler: asyncio.Task[Any]) -> _CloseWatchdog:
+def _cancel_after_close(connection: Connection, handler: asyncio.Task[Any]) -> _CloseWatchdog:
     watchdog = _CloseWatchdog(handler)
-    writer.add_done_callback(watchdog.writer_done)
+    connection.add_finished_callback(watchdog.writer_done)
     return watchdog
-
-
-async def _wait_writer(writer: asyncio.Task[None]) -> None:
-    try:
-        await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT)
-    except asyncio.TimeoutError:
-        writer.cancel()
 
 
 async def _reject(scope: Scope, send: Send, status: int, message: str) -> None:

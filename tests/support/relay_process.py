@@ -20,6 +20,9 @@ from pathlib import Path
 STARTUP_TIMEOUT = 30.0
 
 
+SERVER_ENV = "YRELAY_TEST_SERVER"
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -62,6 +65,10 @@ class RelayProcess:
             "--data-dir", str(self.data_dir),
             *self.extra_args,
         ]
+        # YRELAY_TEST_SERVER=native runs the suite against the relay's own server.
+        server = os.environ.get(SERVER_ENV)
+        if server and "--server" not in self.extra_args:
+            command += ["--server", server]
         self._log_file = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
