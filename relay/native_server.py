@@ -127,9 +127,10 @@ class HttpProtocol(asyncio.Protocol):
         self._buffer += data
         if self._request is None:
             end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD_BYTES:
-                    self._reply_and_close(431)
+            if end < 0 and len(self._buffer) <= MAX_HEAD_BYTES:
+                return
+            if end < 0 or end > MAX_HEAD_BYTES:
+                self._reply_and_close(431)
                 return
             try:
                 self._request = _parse_head(bytes(self._buffer[:end]))
