@@ -70,10 +70,15 @@ _STOP = object()
 class SQLiteStore:
     """``DocumentStore`` on a SQLite file in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, data_dir: Path, synchronous: str = "FULL", busy_timeout_ms: int = 5000, commit_delay: float = 0.0
+    ) -> None:
         self.path = Path(data_dir).resolve() / FILE_NAME
         self.description = f"sqlite:{self.path}"
         self.synchronous = synchronous
+        # Seconds the writer waits after the first operation of a batch, so
+        # that busy rooms share one commit and one fsync (group commit).
+        self.commit_delay = commit_delay
         self.busy_timeout_ms = busy_timeout_ms
         self.commits = 0
         self._queue: queue.SimpleQueue[QueuedOperation | object] = queue.SimpleQueue()
@@ -258,6 +263,8 @@ class SQLiteStore:
                 stopping = True
             else:
                 batch.append(first)  # type: ignore[arg-type]  # narrowed by the identity check above
+                if self.commit_delay > 0:
+                    time.sleep(self.commit_delay)
             while len(batch) < _MAX_BATCH_OPERATIONS:
                 try:
                     item = self._queue.get_nowait()

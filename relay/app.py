@@ -46,7 +46,9 @@ def default_store(config: RelayConfig) -> DocumentStore:
     if config.mongodb_url is not None:
         store = MongoStore(config.mongodb_url, config.mongodb_database, config.mongodb_write_concern)
     else:
-        store = SQLiteStore(config.data_dir, synchronous=config.sqlite_synchronous)
+        store = SQLiteStore(
+            config.data_dir, synchronous=config.sqlite_synchronous, commit_delay=config.sqlite_commit_delay
+        )
     if config.redis_url is not None:
         store = wrap_with_cache(store, config.redis_url, config.redis_ttl)
     return store

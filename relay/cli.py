@@ -316,6 +316,10 @@ def _add_storage_options(parser: argparse.ArgumentParser, defaults: RelayConfig)
                         help="folder of the SQLite file (default ./%(default)s)")
     parser.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default=defaults.sqlite_synchronous,
                         help="FULL survives power loss, NORMAL only process crashes (default %(default)s)")
+    parser.add_argument("--sqlite-commit-delay-ms", type=_non_negative_float,
+                        default=defaults.sqlite_commit_delay * 1000,
+                        help="milliseconds the writer gathers updates into one commit and fsync "
+                             "(default %(default)s)")
     storage = parser.add_argument_group("MongoDB storage (replaces the SQLite file)")
     storage.add_argument("--mongodb", default=None, metavar="URL",
                          help="MongoDB connection string, e.g. mongodb://127.0.0.1:27017")
@@ -336,6 +340,7 @@ def _run_backup(args: argparse.Namespace) -> None:
     config = RelayConfig(
         data_dir=args.data_dir,
         sqlite_synchronous=args.sqlite_synchronous,
+        sqlite_commit_delay=args.sqlite_commit_delay_ms / 1000,
         mongodb_url=args.mongodb,
         mongodb_database=args.mongodb_database,
         mongodb_write_concern=args.mongodb_write_concern,
@@ -393,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
             websocket_compression=args.websocket_compression,
             server=args.server,
             sqlite_synchronous=args.sqlite_synchronous,
+            sqlite_commit_delay=args.sqlite_commit_delay_ms / 1000,
             mongodb_url=args.mongodb,
             mongodb_database=args.mongodb_database,
             mongodb_write_concern=args.mongodb_write_concern,

@@ -45,6 +45,11 @@ class RelayConfig:
     # permessage-deflate costs more CPU than it saves on small Yjs updates.
     websocket_compression: bool = False
     sqlite_synchronous: str = "FULL"
+    # Seconds the SQLite writer gathers operations before committing them.
+    # Clients get updates before they are committed in any case; this only
+    # widens the window a crash can lose from the relay (clients still hold
+    # those updates and resend them through sync).
+    sqlite_commit_delay: float = 0.005
     # MongoDB replaces SQLite when set.
     mongodb_url: str | None = None
     mongodb_database: str = "yrelay"

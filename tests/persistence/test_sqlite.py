@@ -115,3 +115,17 @@ async def test_synchronous_setting_is_applied(tmp_path: Path, synchronous: str) 
     connection.close()
     assert level == {"FULL": 2, "NORMAL": 1}[synchronous]
     await store.close()
+
+
+@pytest.mark.parametrize(("delay", "expected_commits"), [(0.0, 2), (0.2, 1)])
+async def test_commit_delay_groups_spaced_appends(tmp_path: Path, delay: float, expected_commits: int) -> None:
+    store = SQLiteStore(tmp_path, commit_delay=delay)
+    await store.open()
+    doc = Doc()
+    first = store.append("doc", text_update(doc, "a"))
+    # Without a delay the first append is committed alone before the second arrives.
+    await asyncio.sleep(0.05)
+    second = store.append("doc", text_update(doc, "b"))
+    await asyncio.gather(first, second)
+    assert store.commits == expected_commits
+    await store.close()
