@@ -47,6 +47,9 @@ from .rooms import RoomManager
 LOGGER = logging.getLogger("yrelay.api")
 
 
+_DOCUMENT_ROLES = {"GET": Role.VIEWER, "HEAD": Role.VIEWER, "POST": Role.EDITOR, "DELETE": Role.ADMIN}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -91,7 +94,7 @@ class DocumentApi:
             return refused
         try:
             if raw_id is None:
-                if request.method != "GET":
+                if request.method == "POST":
                     return _error(400, "restoring needs ?id=<version id>")
                 versions = await self.rooms.store.list_versions(name)
                 return JSONResponse(
@@ -120,12 +123,16 @@ class DocumentApi:
             name = document_name_from_path(request.path_params["name"])
         except InvalidDocumentName as exc:
             return _error(400, str(exc))
-        needed = {"GET": Role.VIEWER, "POST": Role.EDITOR}.get(request.method, Role.ADMIN)
+        # Starlette answers HEAD on every GET route, so HEAD arrives here too
+        # and must read like GET; only an explicit DELETE deletes.
+        needed = _DOCUMENT_ROLES.get(request.method)
+        if needed is None:
+            return _error(405, f"method {request.method} is not allowed")
         refused = await self._authorize(request, name, needed)
         if refused is not None:
             return refused
         try:
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):
                 return await self._read(name, request.query_params.get("format", "update"))
             if request.method == "POST":
                 return await self._write(name, request)

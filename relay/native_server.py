@@ -8,7 +8,8 @@ are in bench/README.md. It serves the same ASGI application:
 - A WebSocket upgrade becomes a ``native_websocket.WebSocketSession`` that
   feeds the relay's WebSocket handler ASGI events.
 - Any other request is read whole (``Content-Length`` bodies only; a chunked
-  body gets 411) and passed to the HTTP application. The response is written
+  body gets 411, and one above ``--max-message-size`` gets 413 before it is
+  read) and passed to the HTTP application. The response is written
   with ``Connection: close``, because the document API and the health
   checks do not need keep-alive.
 
@@ -18,6 +19,7 @@ No TLS: put the relay behind a TLS-terminating proxy, as with Hypercorn.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import urllib.parse
 from http import HTTPStatus
@@ -130,12 +132,12 @@ class HttpProtocol(asyncio.Protocol):
             if end < 0 and len(self._buffer) <= MAX_HEAD_BYTES:
                 return
             if end < 0 or end > MAX_HEAD_BYTES:
-                self._reply_and_close(431)
+                self._reply_and_close(431, "request head is larger than 16 KiB")
                 return
             try:
                 self._request = _parse_head(bytes(self._buffer[:end]))
             except (ValueError, UnicodeDecodeError):
-                self._reply_and_close(400)
+                self._reply_and_close(400, "malformed HTTP request")
                 return
             del self._buffer[:end + 4]
             self._dispatch()
@@ -149,15 +151,15 @@ class HttpProtocol(asyncio.Protocol):
             self._start_websocket(request)
             return
         if request.header(b"transfer-encoding") is not None:
-            self._reply_and_close(411)
+            self._reply_and_close(411, "chunked request bodies are not supported; send Content-Length")
             return
-        try:
-            self._body_expected = int(request.header(b"content-length") or b"0")
-        except ValueError:
-            self._reply_and_close(400)
+        length = request.header(b"content-length") or b"0"
+        if not length.isdigit():
+            self._reply_and_close(400, "invalid Content-Length")
             return
-        if self._body_expected < 0 or self._body_expected > self.max_message_size + 1024 * 1024:
-            self._reply_and_close(413)
+        self._body_expected = int(length)
+        if self._body_expected > self.max_message_size:
+            self._reply_and_close(413, f"body is larger than {self.max_message_size} bytes")
             return
         if len(self._buffer) >= self._body_expected:
             self._start_http()
@@ -184,7 +186,7 @@ class HttpProtocol(asyncio.Protocol):
         assert self.transport is not None
         key = request.header(b"sec-websocket-key")
         if request.header(b"sec-websocket-version") != b"13" or key is None:
-            self._reply_and_close(400)
+            self._reply_and_close(400, "WebSocket upgrade needs Sec-WebSocket-Version 13 and a Sec-WebSocket-Key")
             return
         scope = self._scope("websocket", request)
         scope["subprotocols"] = []
@@ -224,6 +226,8 @@ class HttpProtocol(asyncio.Protocol):
         scope = self._scope("http", request)
         delivered = False
         transport = self.transport
+        # A response to HEAD has headers only (RFC 9110, section 9.3.2).
+        send_body = request.method != "HEAD"
         self._request = None
         self._body_expected = 0
 
@@ -241,7 +245,8 @@ class HttpProtocol(asyncio.Protocol):
             if event["type"] == "http.response.start":
                 transport.write(response_head(event["status"], list(event.get("headers", []))))
             elif event["type"] == "http.response.body":
-                transport.write(event.get("body", b""))
+                if send_body:
+                    transport.write(event.get("body", b""))
                 if not event.get("more_body", False):
                     transport.close()
 
@@ -257,10 +262,12 @@ class HttpProtocol(asyncio.Protocol):
             if self.transport is not None and self.websocket is None:
                 self.transport.close()
 
-    def _reply_and_close(self, status: int) -> None:
+    def _reply_and_close(self, status: int, message: str) -> None:
         assert self.transport is not None
-        LOGGER.info("rejected request status=%d peer=%s", status, self.transport.get_extra_info("peername"))
-        self.transport.write(response_head(status, [(b"content-length", b"0")]))
+        LOGGER.info("rejected request status=%d peer=%s: %s", status, self.transport.get_extra_info("peername"), message)
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        self.transport.write(response_head(status, headers) + body)
         self.transport.close()
         self._request = None
 

@@ -111,3 +111,18 @@ async def test_delete_removes_and_disconnects(relay) -> None:
     status, _ = await asyncio.to_thread(http, "GET", f"{server.http_url}/docs/api/delete")
     assert status == 404
     assert doc_text(client.doc) == "hi"
+
+
+@pytest.mark.parametrize("path", ["docs", "versions"])
+async def test_head_reads_and_never_deletes(relay, path: str) -> None:
+    server = relay()
+    status, _ = await asyncio.to_thread(http, "POST", f"{server.http_url}/docs/api/head", U_HI)
+    assert status == 204
+
+    status, body = await asyncio.to_thread(http, "HEAD", f"{server.http_url}/{path}/api/head")
+    assert status == 200
+    assert body == b""
+
+    status, body = await asyncio.to_thread(http, "GET", f"{server.http_url}/docs/api/head?format=json")
+    assert status == 200, "HEAD deleted the document"
+    assert body == b'{"t":"hi"}'

@@ -171,6 +171,10 @@ async def test_http_bridge_serves_api_and_rejects_bad_requests(native: RelayProc
         native.port, b"POST /docs/native/api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     )
     assert chunked.startswith(b"HTTP/1.1 411"), chunked
+    assert chunked.endswith(b'{"error": "chunked request bodies are not supported; send Content-Length"}')
+    head = await http_exchange(native.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert head.endswith(b"\r\n\r\n"), "a HEAD response carried a body"
     huge_head = await http_exchange(native.port, b"GET /healthz HTTP/1.1\r\nX-Filler: " + b"a" * 20_000 + b"\r\n\r\n")
     assert huge_head.startswith(b"HTTP/1.1 431"), huge_head[:40]
     bad_version = await http_exchange(
