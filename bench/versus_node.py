@@ -1,8 +1,9 @@
 """yrelay against the Node reference server of y-websocket, under the same load.
 
-Starts yrelay and the server of the npm package @y/websocket-server 0.1.1
-(Yjs 13, documents in memory) on 127.0.0.1. Each scenario gets a fresh
-server, one server at a time. Both are driven by the same Node load
+Starts yrelay on Hypercorn (its default), yrelay with ``--server native``
+and the server of the npm package @y/websocket-server 0.1.1 (Yjs 13,
+documents in memory) on 127.0.0.1. Each scenario gets a fresh server, one
+server at a time. Both are driven by the same Node load
 generator (bench/node/loadgen.mjs), whose y-protocols clients speak the
 y-websocket wire protocol directly. With ``taskset`` and two cores, the
 server runs on the first core and the load generator on the second.
@@ -25,7 +26,8 @@ Scenarios:
 - mesh-hop: latency to a reader on another relay of a NATS mesh versus one
   on the same relay (yrelay only, as bench/mesh_latency.py measures it).
 
-Prints one table (scenario, metric, yrelay, node, ratio yrelay/node). A run
+Prints one table (scenario, metric, yrelay, native, node, and the ratios
+yrelay/node and native/node). A run
 in which any client missed an update, or whose clients did not converge,
 shows FAILED with the reason below the table, not a figure. The npm
 packages are installed into bench/node/node_modules on first use.
@@ -216,8 +218,10 @@ class ServerProcess:
         if self.kind in YRELAY_KINDS:
             yrelay = Path(sys.executable).parent / "yrelay"
             program = [str(yrelay)] if yrelay.exists() else [sys.executable, "-m", "relay"]
-            server = "native" if self.kind == "native" else "hypercorn"
-            return [*program, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--server", server,
+            # Hypercorn is the default, so older source folders without
+            # --server still run as "yrelay".
+            server = ["--server", "native"] if self.kind == "native" else []
+            return [*program, "serve", "--host", "127.0.0.1", "--port", str(self.port), *server,
                     "--data-dir", str(self.data_dir), "--log-level", "warning"], env
         env.pop("YPERSISTENCE", None)
         if self.persistence:
@@ -543,7 +547,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    """Run the chosen scenarios on both servers and print the table."""
+    """Run the chosen scenarios on every server and print the table."""
     args = parse_args()
     ensure_node_modules()
     if args.yrelay_source is not None:

@@ -27,5 +27,8 @@ def encode_binary_frame(message: bytes) -> bytes:
 def frame_payload(frame: bytes) -> bytes:
     """Return the message inside a frame built by ``encode_binary_frame``."""
     marker = frame[1]
-    offset = 2 if marker < 126 else 4 if marker == 126 else 10
-    return frame[offset:]
+    if marker < 126:
+        return frame[2:]
+    if marker == 126:
+        return frame[4:]
+    return frame[10:]

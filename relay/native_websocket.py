@@ -2,7 +2,7 @@
 
 ``native_server`` hands a connection here once the upgrade request is
 parsed. This module speaks RFC 6455 to the client and ASGI to the relay's
-handler: the handler sees the same ``websocket.*`` events it sees under
+handler: the handler gets the same ``websocket.*`` events it gets under
 Hypercorn, so every rule about tokens, rooms and close codes lives in one
 place (``websocket.WebSocketEndpoint``).
 
@@ -90,8 +90,8 @@ class WebSocketSession:
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._fragment_opcode = 0
-        # A list, not a deque: it rarely holds more than one event, and an
-        # empty deque costs 600 bytes per connection.
+        # A list, not a deque: it rarely contains more than one event, and
+        # an empty deque costs 600 bytes per connection.
         self._events: list[dict[str, Any]] = []
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -183,8 +183,8 @@ class WebSocketSession:
             return
         self._close_sent = True
         self.transport.write(_close_frame(code, reason))
-        # The peer should answer with its own close frame; one that does not
-        # is dropped after CLOSE_TIMEOUT.
+        # The peer should reply with its own close frame. A peer that does
+        # not is dropped after CLOSE_TIMEOUT.
         self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
 
     # --- socket side ----------------------------------------------------------
