@@ -32,6 +32,9 @@ LOGGER = logging.getLogger("yrelay.native")
 
 # Larger request heads are rejected with 431, as Hypercorn's h11 does.
 MAX_HEAD_BYTES = 16 * 1024
+# Seconds a client has to send its request head and body; a connection that
+# trickles bytes would otherwise stay open for ever.
+REQUEST_TIMEOUT = 10.0
 SERVER_HEADER = b"yrelay"
 
 
@@ -90,7 +93,7 @@ class HttpProtocol(asyncio.Protocol):
     """One TCP connection: reads a request head, then serves HTTP or a WebSocket."""
 
     __slots__ = ("app", "max_message_size", "connections", "transport", "_buffer", "_request", "_body_expected",
-                 "websocket", "task")
+                 "websocket", "task", "_request_timer")
 
     def __init__(self, app: App, max_message_size: int, connections: set[HttpProtocol]) -> None:
         self.app = app
@@ -102,13 +105,26 @@ class HttpProtocol(asyncio.Protocol):
         self._body_expected = 0
         self.websocket: WebSocketSession | None = None
         self.task: asyncio.Task[None] | None = None
+        self._request_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio.Transport
         self.connections.add(self)
+        self._request_timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._request_timed_out)
+
+    def _request_timed_out(self) -> None:
+        self._request_timer = None
+        if self.task is None and self.transport is not None and not self.transport.is_closing():
+            self._reply_and_close(408, f"request not received within {REQUEST_TIMEOUT:.0f} s")
+
+    def _stop_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        self._stop_request_timer()
         if self.websocket is not None:
             self.websocket.connection_lost()
 
@@ -208,6 +224,7 @@ class HttpProtocol(asyncio.Protocol):
         async def send(event: dict[str, Any]) -> None:
             await session.send(event, response_head, handshake)
 
+        self._stop_request_timer()
         leftover = bytes(self._buffer)
         self._buffer.clear()
         # The handler's task inherits this context, so it finds the session
@@ -221,6 +238,7 @@ class HttpProtocol(asyncio.Protocol):
     def _start_http(self) -> None:
         request = self._request
         assert request is not None and self.transport is not None
+        self._stop_request_timer()
         body = bytes(self._buffer[:self._body_expected])
         self._buffer.clear()
         scope = self._scope("http", request)

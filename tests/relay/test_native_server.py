@@ -154,6 +154,16 @@ async def http_exchange(port: int, request: bytes) -> bytes:
     return response
 
 
+async def test_incomplete_request_times_out(relay) -> None:
+    native = relay("--server", "native")
+    reader, writer = await asyncio.open_connection("127.0.0.1", native.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    response = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 408"), response
+    assert b"request not received within 10 s" in response
+
+
 async def test_http_bridge_serves_api_and_rejects_bad_requests(native: RelayProcess) -> None:
     health = await http_exchange(native.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert health.startswith(b"HTTP/1.1 200"), health
