@@ -82,6 +82,6 @@ def _private_key(pem: bytes) -> tuple[RSAKey | ECKey | OKPKey, str]:
         except (ValueError, TypeError, JoseError):
             continue
         if not key.is_private:
-            raise ValueError("the key file holds a public key; signing needs the private key")
+            raise ValueError("the key file contains a public key; signing needs the private key")
         return key, algorithm
     raise ValueError("the key file is not an RSA, EC P-256 or Ed25519 private key in PEM format")

@@ -46,9 +46,9 @@ class RelayConfig:
     websocket_compression: bool = False
     sqlite_synchronous: str = "FULL"
     # Seconds the SQLite writer gathers operations before committing them.
-    # Clients get updates before they are committed in any case; this only
-    # widens the window a crash can lose from the relay (clients still hold
-    # those updates and resend them through sync).
+    # Clients get updates before they are committed in any case, so this only
+    # widens the window a relay crash can lose. The clients still have those
+    # updates and resend them through sync.
     sqlite_commit_delay: float = 0.005
     # MongoDB replaces SQLite when set.
     mongodb_url: str | None = None

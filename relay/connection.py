@@ -6,7 +6,7 @@ fans an update out by calling ``send_frame`` on every connection. When the
 connection has a direct transport (``hypercorn_patches.expose_stream_writer``)
 whose buffer is below ``WRITE_HIGH_WATER`` and nothing is queued, the frame is
 written at once. Otherwise it is appended to a queue that the connection's
-writer task drains into the socket. A slow reader therefore delays nobody else. Its queue is bounded
+writer task drains into the socket. A slow reader therefore delays no other connection. Its queue is bounded
 in bytes: past ``max_queue_bytes`` the connection is closed with 1013 and
 its queue dropped, because a client that reconnects gets everything it lacks
 through the sync handshake anyway. The frames of the initial sync reply do
@@ -41,9 +41,9 @@ class Connection:
     """A client socket as the room sees it.
 
     ``send`` and ``send_frame`` never block. The writer task starts on the
-    first frame that has to wait, or on ``close``; a connection whose frames
-    all go straight to the transport never has one, which saves its memory
-    in rooms with many idle clients. ``finished`` is set once the close frame
+    first frame that has to wait, or on ``close``. A connection whose frames
+    all go straight to the transport never has one, which saves memory in
+    rooms with many idle clients. ``finished`` is set once the close frame
     is sent or the peer is gone.
     """
 

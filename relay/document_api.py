@@ -20,11 +20,12 @@ Every request needs a token when the relay checks tokens, sent as
 viewer role, POST to /docs the editor role, and DELETE or a restore the admin
 role.
 
-Errors are JSON objects ``{"error": "..."}``: 400 for an invalid name or
-update, 401 for a missing or invalid token, 403 for a token whose role on
-the document is too low, 404 for a document with no content, 413 for a body
-above ``--max-message-size``, 503 when storage cannot be read or the
-issuer's keys cannot be fetched.
+Errors are JSON objects ``{"error": "..."}``. The statuses:
+- 400 for an invalid name or update;
+- 401 for a missing or invalid token, 403 for a role too low for the request;
+- 404 for a document with no content;
+- 413 for a body above ``--max-message-size``;
+- 503 when storage cannot be read or the issuer's keys cannot be fetched.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ class DocumentApi:
             name = document_name_from_path(request.path_params["name"])
         except InvalidDocumentName as exc:
             return _error(400, str(exc))
-        # Starlette answers HEAD on every GET route, so HEAD arrives here too
-        # and must read like GET; only an explicit DELETE deletes.
+        # Starlette routes HEAD to every GET route, so HEAD arrives here too
+        # and must read like GET. Only an explicit DELETE deletes.
         needed = _DOCUMENT_ROLES.get(request.method)
         if needed is None:
             return _error(405, f"method {request.method} is not allowed")

@@ -1,15 +1,15 @@
 """``--server native``: the relay's own HTTP/1.1 and WebSocket server on asyncio.
 
-Hypercorn is the default server. This one exists because Hypercorn's
-per-message path (h11, wsproto, an ASGI queue and two tasks per connection)
-costs more CPU and memory per connection than a Node.js server; the figures
-are in bench/README.md. It serves the same ASGI application:
+Hypercorn is the default server. Its per-message path (h11, wsproto, an
+ASGI queue and two tasks per connection) costs more CPU and memory per
+connection than a Node.js server, so this server exists as an option. The
+figures are in bench/README.md. It serves the same ASGI application:
 
 - A WebSocket upgrade becomes a ``native_websocket.WebSocketSession`` that
   feeds the relay's WebSocket handler ASGI events.
-- Any other request is read whole (``Content-Length`` bodies only; a chunked
-  body gets 411, and one above ``--max-message-size`` gets 413 before it is
-  read) and passed to the HTTP application. The response is written
+- Any other request is read whole and passed to the HTTP application. Only
+  ``Content-Length`` bodies are read: a chunked body gets 411, and one above
+  ``--max-message-size`` gets 413 before it is read. The response is written
   with ``Connection: close``, because the document API and the health
   checks do not need keep-alive.
 

@@ -6,10 +6,10 @@ handler: the handler gets the same ``websocket.*`` events it gets under
 Hypercorn, so every rule about tokens, rooms and close codes lives in one
 place (``websocket.WebSocketEndpoint``).
 
-What it does differently from Hypercorn and wsproto: client frames are
-unmasked with one integer XOR per frame, a message is handed to the handler
-without an intermediate event object per frame, and no task runs per
-connection besides the handler's own. It does not negotiate extensions, so
+It differs from Hypercorn and wsproto in three ways. Client frames are
+unmasked with one integer XOR per frame. A message goes to the handler
+without an intermediate event object per frame. No task runs per connection
+besides the handler's own. It does not negotiate extensions, so
 permessage-deflate offers are declined.
 """
 
@@ -73,8 +73,8 @@ class WebSocketSession:
     """One upgraded connection: frame parsing, the ASGI adapter and flow control.
 
     The server calls ``feed`` with bytes from the socket and ``connection_lost``
-    when it closes; ``pause_writing`` and ``resume_writing`` come from the
-    transport's flow control and back ``drain``.
+    when it closes. ``pause_writing`` and ``resume_writing`` come from the
+    transport's flow control, and ``drain`` waits on them.
     """
 
     __slots__ = (

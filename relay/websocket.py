@@ -216,7 +216,7 @@ class WebSocketEndpoint:
         expiry.schedule(connection.grant.expires_at)
         try:
             # Messages the peer sent before it closed are still handled after
-            # a write to it failed; the loop ends at the disconnect event or
+            # a write to it failed. The loop ends at the disconnect event or
             # when the relay closes the connection.
             while not connection.close_requested:
                 event = await receive()

@@ -1,6 +1,6 @@
 """Roles and token expiry with real y-websocket clients.
 
-The relay checks HS256 tokens with a shared secret; the clients pass their
+The relay checks HS256 tokens with a shared secret. The clients pass their
 token in the URL through the provider's ``params`` option, as y-websocket
 applications do.
 """

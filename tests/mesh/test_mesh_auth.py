@@ -1,9 +1,9 @@
 """Roles hold across the mesh: a viewer on one relay cannot write through another.
 
 Both relays check tokens with the same shared secret. The editor's edits
-reach the viewer on the other relay; the viewer's edits are denied on its
-own relay, so they are never published to JetStream, and the editor's relay
-never sees them.
+reach the viewer on the other relay. The viewer's edits are denied on its
+own relay, so they are never published to JetStream and never reach the
+editor's relay.
 """
 
 from __future__ import annotations
